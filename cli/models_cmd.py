@@ -1,0 +1,31 @@
+"""`explain models`: the registry, with inputs, classes, native maps and measured accuracy."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from explain.registry import list_models
+
+HELP = "list the registered models"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help=HELP, description=HELP + ". Any checkpoint folder, "
+                       "torchvision:ARCH (with --weights) or package.module:function works too.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':24} {'input':>9} {'classes':>7} {'native maps':14} {'test acc':>8}  description")
+    for r in rows:
+        acc = f"{r['test_accuracy']:.2%}" if r["test_accuracy"] is not None else "-"
+        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+        size = "x".join(map(str, r["input"]))
+        print(f"{name:24} {size:>9} {r['classes']:>7} {','.join(r['native_maps']) or '-':14} "
+              f"{acc:>8}  {r['description']}")
+    return 0

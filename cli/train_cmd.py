@@ -1,0 +1,48 @@
+"""`explain train`: train an architecture on a data set; writes safetensors + model card."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from explain.models import ARCHS
+from explain.train import TrainConfig, train
+
+from .common import command_line, device_arg, positive_int
+
+HELP = "train an (attention) architecture; writes a checkpoint and its model card"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help=HELP, description=HELP + ".",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", required=True, choices=sorted(ARCHS), help="architecture")
+    p.add_argument("--data", required=True,
+                   help="fashion-mnist, cluttered-fmnist, decoy-fmnist, or an ImageFolder "
+                        "directory (class sub-folders; train/ + val/ used when present)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--epochs", type=positive_int, default=15)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (cosine schedule)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast where the hardware supports it")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (ImageFolders)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no random shifts and flips")
+    p.add_argument("--arch-kwargs", type=json.loads, default={},
+                   help='JSON overrides of the architecture, e.g. \'{"depths": [2, 2, 2]}\'')
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      seed=args.seed, device=args.device, precision=args.precision,
+                      resume=args.resume, workers=args.workers, max_steps=args.max_steps,
+                      augment=args.augment, arch_kwargs=args.arch_kwargs, command=command_line())
+    train(cfg)
+    return 0

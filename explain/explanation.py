@@ -1,0 +1,65 @@
+"""The result every method returns; renderer, gallery, editor and metrics all consume it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+
+def normalise(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max each map of a (B, ...) batch to [0, 1]; constant or non-finite maps -> 0."""
+    m = torch.nan_to_num(m.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = m.flatten(1)
+    lo, hi = flat.min(1).values, flat.max(1).values
+    span = (hi - lo).view(-1, *[1] * (m.ndim - 1))
+    out = (m - lo.view_as(span)) / span.clamp(min=eps)
+    return torch.where(span > eps, out, torch.zeros_like(out))
+
+
+def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, k, h, w) -> (B, k, H, W), bilinear."""
+    if m.shape[-2:] == tuple(size):
+        return m
+    return F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
+
+
+@dataclass
+class Explanation:
+    """Maps for a batch, batch-first torch tensors on the model's device.
+
+    maps:    (B, 1, H, W) in [0, 1] at input resolution (min-max per image)
+    raw:     the method's map before normalisation, at feature resolution (B, k, h, w), or
+             a vector (B, C) for methods without a spatial map (SE excitations)
+    logits:  (B, K) the model's output on the clean input
+    targets: (B,) the class each map explains
+    """
+    maps: torch.Tensor
+    raw: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+    method: str
+    layer: str | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.float().softmax(1)
+
+    def topk(self, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, class indices), each (B, k)."""
+        return self.probs.topk(min(k, self.logits.shape[1]), dim=1)
+
+    def peaks(self) -> torch.Tensor:
+        """(B, 2) integer (x, y) of each map's maximum in input pixels."""
+        b, _, h, w = self.maps.shape
+        idx = self.maps.reshape(b, -1).argmax(1)
+        return torch.stack([idx % w, idx // w], dim=1)
+
+    def cpu(self) -> "Explanation":
+        return replace(self, maps=self.maps.cpu(), raw=self.raw.cpu(), logits=self.logits.cpu(),
+                       targets=self.targets.cpu(), extras={k: v.cpu() for k, v in self.extras.items()})
+
+    def __getitem__(self, i: slice | torch.Tensor) -> "Explanation":
+        return replace(self, maps=self.maps[i], raw=self.raw[i], logits=self.logits[i],
+                       targets=self.targets[i], extras={k: v[i] for k, v in self.extras.items()})

@@ -1,0 +1,49 @@
+"""Training losses, one per architecture family, all with the same call shape:
+loss_fn(model, x, y, batch) -> (loss, prediction logits, named parts for the progress bar).
+
+`batch` may carry `edit_map` (B, 1, h, w) and `has_edit` (B,) for ABN fine-tuning with the
+map loss of Mitsuhara et al.: L = L_att + L_per + gamma * ||M(x) - M'(x)||^2 on edited samples.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossOut = tuple[torch.Tensor, torch.Tensor, dict[str, float]]
+
+
+def ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: dict) -> LossOut:
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    return loss, logits, {"ce": loss.item()}
+
+
+def map_loss(att: torch.Tensor, edit: torch.Tensor, has_edit: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distance between M(x) and the edited M', summed over pixels, mean over the
+    edited samples of the batch (zero when none is edited)."""
+    if edit.shape[-2:] != att.shape[-2:]:
+        edit = F.interpolate(edit, size=att.shape[-2:], mode="bilinear", align_corners=False)
+    per_sample = (att.float() - edit.float()).pow(2).flatten(1).sum(1)
+    w = has_edit.float()
+    return (per_sample * w).sum() / w.sum().clamp(min=1.0)
+
+
+def abn_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: dict,
+             gamma: float = 0.0) -> LossOut:
+    net = model.module if hasattr(model, "module") else model  # DDP
+    out = net.forward_all(x)
+    l_att = F.cross_entropy(out.att_logits, y)
+    l_per = F.cross_entropy(out.logits, y)
+    loss = l_att + l_per
+    parts = {"att": l_att.item(), "per": l_per.item()}
+    if gamma and "edit_map" in batch:
+        l_map = map_loss(out.att_map, batch["edit_map"], batch["has_edit"])
+        loss = loss + gamma * l_map
+        parts["map"] = l_map.item()
+    return loss, out.logits, parts
+
+
+LOSSES: dict[str, Callable[..., LossOut]] = {"ce": ce_loss, "abn": abn_loss}

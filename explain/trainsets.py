@@ -1,0 +1,137 @@
+"""Training/evaluation sets behind one interface: `loader(...)` yields dict batches
+{"x": (B, C, H, W) normalised, "y": (B,)} plus optional per-sample extras.
+
+Array sets (Fashion-MNIST and its variants) are batched straight from memory
+(`__getitems__`); ImageFolders are decoded in DataLoader workers.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import SYNTHETIC, ArrayData, load_named
+from .errors import ExplainError, ImageError
+from .images import IMAGE_SUFFIXES, load_image
+from .preprocess import IMAGENET, InputSpec
+
+
+class TrainSet(Dataset):
+    classes: list[str]
+    input: InputSpec
+
+    def loader(self, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0,
+               world: int = 1, workers: int = 0, shuffle: bool = True) -> Iterable[dict]:
+        from .train import SeededBatches
+        if shuffle:
+            sampler = SeededBatches(len(self), batch_size, seed, epoch, start, rank, world)
+        else:
+            idx = list(range(rank, len(self), world))
+            sampler = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+        return DataLoader(self, batch_sampler=sampler, num_workers=workers,
+                          collate_fn=self.collate, persistent_workers=False)
+
+    def collate(self, items):  # overridden where items are single samples
+        return items
+
+
+class ArraySet(TrainSet):
+    """An ArrayData as normalised tensors; `extras` are per-sample arrays added to batches."""
+
+    def __init__(self, data: ArrayData, extras: dict[str, np.ndarray] | None = None):
+        self.data = data
+        self.classes = data.classes
+        h, w = data.images.shape[1:]
+        self.input = InputSpec(size=(h, w), channels=1, mean=(data.mean,), std=(data.std,))
+        self.images = torch.from_numpy(np.array(data.images, copy=True))
+        self.labels = torch.from_numpy(data.labels).long()
+        self.extras = {k: torch.from_numpy(np.asarray(v)) for k, v in (extras or {}).items()}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        x = self.images[i].unsqueeze(1).float().div_(255)
+        x = (x - self.data.mean) / self.data.std
+        return {"x": x, "y": self.labels[i], "index": i,
+                **{k: v[i] for k, v in self.extras.items()}}
+
+
+class FolderSet(TrainSet):
+    """An ImageFolder (one sub-folder per class). Unreadable images and empty classes are
+    skipped with a warning and counted (`skipped`)."""
+
+    def __init__(self, files: list[tuple[Path, int]], classes: list[str], spec: InputSpec):
+        self.files, self.classes, self.input = files, classes, spec
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[i]
+        x, _, _ = self.input(load_image(path))
+        return x, label
+
+    def collate(self, items):
+        return {"x": torch.stack([x for x, _ in items]),
+                "y": torch.tensor([y for _, y in items], dtype=torch.long)}
+
+
+def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str], int]:
+    """(files with labels, class names, number skipped). Each image is decoded once here so
+    that corrupt files are found before training, not in the middle of an epoch."""
+    if not root.is_dir():
+        raise ExplainError(f"--data: {root} is not a directory")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = classes or found
+    if not classes:
+        raise ExplainError(f"--data: {root} has no class sub-folders (ImageFolder layout: "
+                           f"{root}/CLASS/IMAGE.jpg)")
+    files, skipped = [], 0
+    for label, name in enumerate(classes):
+        imgs = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not imgs:
+            print(f"warning: {root / name}: class {name!r} has no images", file=sys.stderr)
+        for p in imgs:
+            try:
+                load_image(p)
+            except ImageError as e:
+                print(f"warning: skipped {e}", file=sys.stderr)
+                skipped += 1
+                continue
+            files.append((p, label))
+    if skipped:
+        print(f"warning: {root}: skipped {skipped} unreadable image(s)", file=sys.stderr)
+    if not files:
+        raise ExplainError(f"--data: {root} holds no readable images")
+    return files, classes, skipped
+
+
+def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET) -> tuple[TrainSet, TrainSet]:
+    """(train, test) for a named synthetic set or an ImageFolder directory.
+
+    An ImageFolder with `train/` and `val/` (or `test/`) sub-folders uses them; otherwise a
+    seeded 90/10 split of its images is held out for testing.
+    """
+    if data in SYNTHETIC:
+        return ArraySet(load_named(data, "train", seed)), ArraySet(load_named(data, "test", seed))
+    root = Path(data)
+    held = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if (root / "train").is_dir() and held is not None:
+        tr, classes, _ = scan_folder(root / "train")
+        te, _, _ = scan_folder(held, classes)
+        return FolderSet(tr, classes, spec), FolderSet(te, classes, spec)
+    if not root.exists():
+        raise ExplainError(f"--data: {data!r} is neither a known data set "
+                           f"({', '.join(SYNTHETIC)}) nor a directory")
+    files, classes, _ = scan_folder(root)
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_test = max(1, len(files) // 10) if len(files) > 1 else 0
+    test = [files[i] for i in order[:n_test]]
+    train = [files[i] for i in order[n_test:]]
+    return FolderSet(train, classes, spec), FolderSet(test or train, classes, spec)
