@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
 from explain.errors import ExplainError
 
-from . import image_cmd, models_cmd, train_cmd
 from .common import error
 
-COMMANDS = [image_cmd, models_cmd, train_cmd]
+
+def commands() -> list:
+    """Every `cli/*_cmd.py` module is a subcommand (it defines add_parser and run)."""
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.endswith("_cmd"))
+    return [importlib.import_module(f"cli.{n}") for n in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(ABN, RAN, CBAM, ...) and the CAM family, as overlays, galleries and "
                     "editable maps.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in COMMANDS:
+    for mod in commands():
         mod.add_parser(sub)
     return parser
 

@@ -64,6 +64,11 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def cam_layer(self) -> str:
+        """Default CAM-family target: the last stage (the perception branch's, for ABN)."""
+        return f"layer{self.num_stages}"
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         return self.maxpool(x) if self.stem_kind == "imagenet" else x

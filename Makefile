@@ -1,0 +1,34 @@
+# Set-up and entry points. The virtual environment lives outside the clone (it holds
+# ~5 GB of torch) and is rebuilt only when pyproject.toml changes.
+VENV ?= $(HOME)/.cache/explain/venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+OUT ?= demo-out
+
+.PHONY: setup system demo test bench
+
+system:  ## Debian packages: Fashion-MNIST and Chromium (browser tests)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
+	  echo "installing Debian packages dataset-fashion-mnist chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    dataset-fashion-mnist chromium >/dev/null; fi
+
+$(STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: system $(STAMP)
+	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+demo: setup  ## explain the bundled photos with the default model, and Fashion-MNIST with ABN
+	$(VENV)/bin/explain explain/samples/*.jpg --out $(OUT)
+	$(VENV)/bin/explain explain/samples/fmnist/*.png --model abn --out $(OUT)/abn
+	@echo "overlays and panels written to $(OUT)/"
+
+test: setup
+	$(PY) -m pytest -n 2 -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/gradcam_speed.py
