@@ -1,0 +1,220 @@
+"""The streaming gallery build: decode in DataLoader workers -> explain a batch on the model
+(main thread) -> render and write its PNGs on a thread pool -> journal its rows.
+
+Memory stays flat whatever the count: the loader prefetches a bounded number of batches,
+the writer keeps at most a few in flight, and rows go to the journal as they finish. The
+page and manifest are rebuilt from the journals every few seconds and at the end, so an
+interrupted run leaves a valid gallery of what it finished and `--resume` skips it.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from explain.errors import ExplainError
+from explain.explanation import Explanation
+from explain.pipeline import explain_batch
+from explain.registry import Model
+
+from .contact import write_contact_sheet
+from .dataset import loader
+from .inputs import Item, class_index
+from .manifest import Journal, finished_ids, read_rows, write_manifest
+from .outdir import Lock, check_writable, claim
+from .page import write_page
+from .shard import Group
+from .writer import RowWriter, Style
+
+
+@dataclass
+class Options:
+    methods: list[str]
+    style: Style
+    title: str = "explain gallery"
+    layer: str | None = None
+    batch_size: int = 32
+    workers: int = 1
+    threads: int = 2          # render/PNG threads
+    resume: bool = False
+    refresh_s: float = 2.0    # how often the page is rebuilt while the run goes
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    out: Path
+    rows: int = 0        # in the gallery now
+    new: int = 0         # written by this run (all ranks)
+    skipped: int = 0     # finished before (--resume)
+    errors: int = 0      # rows with an error marker
+    seconds: float = 0.0
+
+
+def settings_for(model: Model, opts: Options) -> dict:
+    """What the page and a later --resume need to know about this gallery."""
+    return {"title": opts.title, "model": model.name, "methods": opts.methods,
+            "classes": model.classes, "layer": opts.layer, "size": opts.style.size,
+            "thumb": opts.style.thumb, "alpha": opts.style.alpha, "cmap": opts.style.cmap,
+            "input": model.input.to_dict()}
+
+
+def _base_row(item: Item, classes: list[str]) -> dict:
+    return {"id": item.id, "index": item.index, "name": item.name,
+            "path": str(item.path.resolve()), "truth": item.truth,
+            "truth_index": class_index(item.truth, classes)}
+
+
+def error_row(item: Item, message: str, classes: list[str]) -> dict:
+    return {**_base_row(item, classes), "error": message, "pred": None, "label": None,
+            "prob": None, "correct": None, "files": {}, "thumbs": {}}
+
+
+def prediction_rows(items: list[Item], expl: Explanation, model: Model, k: int = 3) -> list[dict]:
+    """One row per image: the class every map explains (top-1), its probability, top-k."""
+    probs, idx = (t.cpu() for t in expl.topk(k))
+    rows = []
+    for item, p, i in zip(items, probs.tolist(), idx.tolist()):
+        row = _base_row(item, model.classes)
+        truth = row["truth_index"]
+        rows.append({**row, "error": None, "pred": i[0], "label": model.class_name(i[0]),
+                     "prob": round(p[0], 6), "correct": None if truth is None else i[0] == truth,
+                     "top": [[model.class_name(c), round(q, 6)] for c, q in zip(i, p)]})
+    return rows
+
+
+class Publisher:
+    """Rebuilds the page and manifest from all shards' journals (rank 0 only): as soon as
+    the first rows are in, then at most every `every_s` seconds while new rows come."""
+
+    def __init__(self, out: Path, settings: dict, every_s: float, enabled: bool):
+        self.out, self.settings, self.every_s, self.enabled = out, settings, every_s, enabled
+        self.last, self.seen = float("-inf"), 0
+
+    def maybe(self, journaled: int) -> None:
+        if journaled > self.seen and time.monotonic() - self.last >= self.every_s:
+            self.seen = journaled
+            self.publish()
+
+    def publish(self, contact: bool = False) -> list[dict]:
+        if not self.enabled:
+            return []
+        rows = read_rows(self.out)
+        write_manifest(self.out, self.settings, rows)
+        write_page(self.out, self.settings, rows)
+        if contact:
+            write_contact_sheet(self.out, self.settings, rows)
+        self.last = time.monotonic()
+        return rows
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """torchrun and job schedulers stop with SIGTERM: finish up as for Ctrl-C."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Group,
+            publisher: Publisher) -> int:
+    """This rank's share, batch by batch; returns how many rows it journaled."""
+    journal = Journal(out, group.rank)
+    batches = iter(loader(todo, model.input, opts.batch_size, opts.workers))  # fork before threads
+    writer = RowWriter(out, opts.style, opts.threads)
+    desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
+    bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not opts.progress, leave=False,
+               dynamic_ncols=True, position=group.rank)
+    written = 0
+
+    def record(rows: list[dict]) -> None:
+        nonlocal written
+        now = time.time()
+        journal.append({**r, "time": now, "rank": group.rank} for r in rows)
+        written += len(rows)
+        bar.update(len(rows))
+
+    try:
+        for batch in batches:
+            failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]
+            for row in failed:
+                bar.write(f"error: {row['error']}", file=sys.stderr)
+            record(failed)
+            if batch.items:
+                expl = explain_batch(model, batch.x, opts.methods, opts.layer)
+                rows = prediction_rows(batch.items, next(iter(expl.values())), model)
+                record(writer.submit(rows, batch.views, {m: e.maps.cpu() for m, e in expl.items()}))
+            publisher.maybe(written)
+    finally:
+        try:
+            record(writer.close())
+        finally:
+            journal.close()
+            bar.close()
+    return written
+
+
+def _claim(out: Path, items: list[Item], settings: dict, resume: bool, group: Group
+           ) -> tuple[Lock | None, list[Item], int]:
+    """Rank 0 locks `out`, checks it may write there and what is finished; every rank
+    learns the outcome, so all stop or all go on together."""
+    lock, decision = None, None
+    if group.leader:
+        try:
+            check_writable(out)
+            lock = Lock(out)
+            claim(out, settings, resume)
+            done = finished_ids(out, read_rows(out)) if resume else set()
+            decision = {"done": sorted(done & {it.id for it in items})}
+        except ExplainError as e:
+            decision = {"error": str(e)}
+            if lock:
+                lock.release()
+                lock = None
+    decision = group.share(decision)
+    if "error" in decision:
+        raise ExplainError(decision["error"])
+    done = set(decision["done"])
+    return lock, group.part([it for it in items if it.id not in done]), len(done)
+
+
+def build_gallery(model: Model, items: list[Item], out: str | Path, opts: Options,
+                  group: Group = Group()) -> Summary:
+    """Build (or, with opts.resume, complete) the gallery of `items` in `out`."""
+    out = Path(out)
+    start = time.perf_counter()
+    settings = settings_for(model, opts)
+    lock, todo, skipped = _claim(out, items, settings, opts.resume, group)
+    publisher = Publisher(out, settings, opts.refresh_s, group.leader)
+    try:
+        with sigterm_as_interrupt():
+            try:
+                new = _stream(model, todo, out, opts, group, publisher)
+            except KeyboardInterrupt:
+                publisher.publish()  # a valid gallery of what finished
+                raise
+            group.barrier()
+            new = group.total(new)
+            rows = publisher.publish(contact=True)
+    finally:
+        if lock:
+            lock.release()
+    summary = None
+    if group.leader:
+        summary = Summary(out, len(rows), new, skipped, sum(1 for r in rows if r.get("error")),
+                          time.perf_counter() - start)
+    return group.share(summary)

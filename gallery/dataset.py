@@ -1,0 +1,57 @@
+"""Decoding in DataLoader workers: an item becomes the model's input tensor and the view it
+saw, or an error record. A bad file never stops the loader; it travels as a row to write."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from explain.errors import ImageError
+from explain.images import load_image
+from explain.preprocess import InputSpec
+
+from .inputs import Item
+
+
+@dataclass
+class Decoded:
+    """A batch from the loader: the images that decoded, and the items that did not."""
+    items: list[Item]
+    x: torch.Tensor          # (B, C, H, W) normalised
+    views: torch.Tensor      # (B, H, W, 3) uint8, what the model saw
+    failed: list[tuple[Item, str]]
+
+
+class ImageSet(Dataset):
+    def __init__(self, items: list[Item], spec: InputSpec):
+        self.items, self.spec = items, spec
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Item, torch.Tensor | None, np.ndarray | None, str | None]:
+        item = self.items[i]
+        try:
+            x, view, _ = self.spec(load_image(item.path))
+        except ImageError as e:
+            return item, None, None, str(e)
+        return item, x, view, None
+
+
+def collate(samples: list) -> Decoded:
+    ok = [s for s in samples if s[3] is None]
+    if not ok:
+        return Decoded([], torch.empty(0), torch.empty(0, dtype=torch.uint8),
+                       [(s[0], s[3]) for s in samples])
+    return Decoded([s[0] for s in ok], torch.stack([s[1] for s in ok]),
+                   torch.from_numpy(np.stack([s[2] for s in ok])),
+                   [(s[0], s[3]) for s in samples if s[3] is not None])
+
+
+def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int) -> DataLoader:
+    """Batches in input order; with workers, at most 2 batches a worker wait decoded."""
+    return DataLoader(ImageSet(items, spec), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, collate_fn=collate,
+                      prefetch_factor=2 if workers else None, persistent_workers=False)

@@ -1,0 +1,111 @@
+"""What a gallery is made of: INPUT (a folder, a glob or a list file) -> ordered items.
+
+A folder whose images all sit in sub-folders is read as an ImageFolder: the first sub-folder
+is the ground-truth class, as in torchvision. A list file names one image a line (relative to
+the list's folder), optionally followed by a tab and the class. Every item gets a stable id
+from its absolute path, so output names survive `--resume`, other working folders and ranks.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from explain.errors import ExplainError
+from explain.images import IMAGE_SUFFIXES, find_images
+
+GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image: its place in INPUT, where it is, how the page names it, its class."""
+    index: int
+    path: Path
+    name: str
+    truth: str | None = None
+
+    @cached_property
+    def id(self) -> str:
+        """File-name-safe and unique: the stem plus a hash of the absolute path."""
+        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:10]
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:40]
+        return f"{stem}-{digest}"
+
+
+def _folder(root: Path) -> list[tuple[Path, str, str | None]]:
+    paths = find_images([str(root)])
+    image_folder = not any(p.parent == root for p in paths)
+    out = []
+    for p in paths:
+        rel = p.relative_to(root)
+        out.append((p, rel.as_posix(), rel.parts[0] if image_folder else None))
+    return out
+
+
+def _list_file(listing: Path) -> list[tuple[Path, str, str | None]]:
+    try:
+        lines = listing.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExplainError(f"{listing}: cannot read the list of images ({e})") from None
+    out = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, label = line.partition("\t")
+        p = Path(name.strip())
+        out.append((p if p.is_absolute() else listing.parent / p, name.strip(),
+                    label.strip() or None))
+    return out
+
+
+def _glob(pattern: str) -> list[tuple[Path, str, str | None]]:
+    return [(Path(p), p, None) for p in sorted(glob.glob(pattern, recursive=True))
+            if Path(p).is_file()]
+
+
+def collect(spec: str, limit: int | None = None) -> list[Item]:
+    """Items of INPUT `spec` in a stable order (duplicates dropped), at most `limit`."""
+    source = Path(spec)
+    if source.is_dir():
+        found = _folder(source)
+    elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        found = [(source, source.name, None)]
+    elif source.is_file():
+        found = _list_file(source)
+    elif any(c in spec for c in GLOB_CHARS):
+        found = _glob(spec)
+    else:
+        raise ExplainError(f"INPUT {spec}: no such folder, image, list file or matching glob")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for path, name, truth in found:
+        item = Item(len(items), path, name, truth)
+        if item.id not in seen:
+            seen.add(item.id)
+            items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise ExplainError(f"INPUT {spec}: no images to put in a gallery")
+    return items
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def class_index(truth: str | None, classes: list[str]) -> int | None:
+    """The model's index for a ground-truth folder name: by name, ignoring case and
+    punctuation (`t_shirt_top` = `T-shirt/top`), or a folder named by the index itself."""
+    if truth is None:
+        return None
+    keys = [_key(c) for c in classes]
+    if _key(truth) in keys:
+        return keys.index(_key(truth))
+    if truth.isdigit() and int(truth) < len(classes):
+        return int(truth)
+    return None

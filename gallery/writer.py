@@ -1,0 +1,93 @@
+"""Overlay rendering and PNG writing on a thread pool, overlapped with the model.
+
+The colour mapping (torch), PNG encoding (OpenCV) and file writes all release the GIL, so a
+few threads keep up with the forward/backward passes of the main thread. At most `depth`
+batches are in flight: when the pool falls behind, the model waits, and memory stays flat.
+"""
+from __future__ import annotations
+
+import collections
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explain.atomic import atomic_write_bytes
+from explain.errors import ExplainError
+from explain.render import overlay, png_bytes, upscale_views
+
+INPUT = "input"
+
+
+@dataclass(frozen=True)
+class Style:
+    """How tiles look: full side `size` (px), thumbnails of `thumb` px when smaller."""
+    size: int
+    alpha: float = 0.5
+    cmap: str = "jet"
+    thumb: int = 128
+
+
+def tile_path(kind: str, key: str, row_id: str) -> str:
+    """Relative path of a tile; `kind` is "full" or "thumb", `key` "input" or a method."""
+    folder = ("inputs" if key == INPUT else f"overlays/{key}") if kind == "full" else f"thumbs/{key}"
+    return f"{folder}/{row_id}.png"
+
+
+def _write(out: Path, rel: str, arr: np.ndarray) -> None:
+    try:
+        # Atomic without fsync: the journal line written after it vouches for the file.
+        atomic_write_bytes(out / rel, png_bytes(arr), fsync=False)
+    except OSError as e:
+        raise ExplainError(f"--out {out}: cannot write {rel} ({e.strerror or e})") from None
+
+
+def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
+                maps: dict[str, torch.Tensor]) -> list[dict]:
+    """Write the input tile and one overlay per method for each row; fill in their paths."""
+    tiles = {INPUT: upscale_views(views, style.size)}
+    tiles.update({m: overlay(views, e, style.alpha, style.cmap, style.size) for m, e in maps.items()})
+    for key, full in tiles.items():
+        thumbs = upscale_views(full, style.thumb) if style.size > style.thumb else None
+        for i, row in enumerate(rows):
+            row["files"][key] = tile_path("full", key, row["id"])
+            _write(out, row["files"][key], full[i])
+            row["thumbs"][key] = row["files"][key]
+            if thumbs is not None:
+                row["thumbs"][key] = tile_path("thumb", key, row["id"])
+                _write(out, row["thumbs"][key], thumbs[i])
+    return rows
+
+
+class RowWriter:
+    """Submit a batch's rows, views and maps; collect finished rows in submission order."""
+
+    def __init__(self, out: Path, style: Style, threads: int = 2, depth: int = 4):
+        self.out, self.style, self.depth = out, style, depth
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="gallery-render")
+        self.pending: collections.deque[Future] = collections.deque()
+
+    def submit(self, rows: list[dict], views: torch.Tensor, maps: dict[str, torch.Tensor]
+               ) -> list[dict]:
+        """Queue a batch; returns the rows of earlier batches that have finished meanwhile
+        (waiting for the oldest when `depth` batches are already in flight)."""
+        for row in rows:
+            row.setdefault("files", {})
+            row.setdefault("thumbs", {})
+        self.pending.append(self.pool.submit(render_rows, self.out, self.style, rows, views, maps))
+        done = []
+        while self.pending and (self.pending[0].done() or len(self.pending) > self.depth):
+            done.extend(self.pending.popleft().result())
+        return done
+
+    def close(self) -> list[dict]:
+        """Wait for everything in flight; its rows."""
+        done = []
+        try:
+            while self.pending:
+                done.extend(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return done

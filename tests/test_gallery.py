@@ -1,0 +1,188 @@
+"""Gallery: inputs, the streaming build, manifest and journal, and the checks made before
+any work (empty input, a method the model cannot give, unwritable or busy --out)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from explain.errors import ExplainError
+from gallery.build import Options, build_gallery
+from gallery.inputs import class_index, collect
+from gallery.manifest import Journal, read_rows, shard_path
+from gallery.outdir import Lock
+from gallery.writer import Style
+
+
+@pytest.fixture
+def folder(fmnist_pngs, tmp_path) -> Path:
+    """The 24 sample PNGs in class folders, plus one corrupt file in `bag/`."""
+    root = tmp_path / "in"
+    shutil.copytree(fmnist_pngs, root)
+    (root / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+def options(**kw) -> Options:
+    return Options(methods=kw.pop("methods", ["abn", "gradcam"]), style=Style(28),
+                   workers=kw.pop("workers", 0), batch_size=kw.pop("batch_size", 8),
+                   progress=False, **kw)
+
+
+def test_collect_reads_image_folder_labels_in_order(folder):
+    items = collect(str(folder))
+    assert len(items) == 25
+    assert [i.index for i in items] == list(range(25))
+    assert {i.truth for i in items} == {"bag", "sneaker", "trouser"}
+    assert items[0].name == "bag/bag_0.png"
+    assert len({i.id for i in items}) == 25
+    assert len(collect(str(folder), limit=5)) == 5
+
+
+def test_collect_list_file_and_glob(folder, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# chosen images\nin/bag/bag_1.png\tbag\n\nin/sneaker/sneaker_2.png\n"
+                       "in/bag/bag_1.png\tbag\n")
+    items = collect(str(listing))
+    assert [(i.path, i.truth) for i in items] == [(folder / "bag" / "bag_1.png", "bag"),
+                                                 (folder / "sneaker" / "sneaker_2.png", None)]
+    assert len(collect(str(folder / "*" / "trouser_*.png"))) == 8
+
+
+def test_collect_rejects_empty_or_missing_input(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExplainError, match="contains no images"):
+        collect(str(tmp_path / "empty"))
+    with pytest.raises(ExplainError, match="no such folder"):
+        collect(str(tmp_path / "nowhere"))
+    with pytest.raises(ExplainError, match="no images"):
+        collect(str(tmp_path / "*.png"))
+
+
+def test_class_index_matches_folder_names_to_model_classes():
+    classes = ["T-shirt/top", "Trouser", "Bag"]
+    assert class_index("t_shirt_top", classes) == 0
+    assert class_index("bag", classes) == 2
+    assert class_index("1", classes) == 1
+    assert class_index("robot", classes) is None
+    assert class_index(None, classes) is None
+
+
+def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tmp_path):
+    out = tmp_path / "g"
+    summary = build_gallery(tiny_abn, collect(str(folder)), out, options(workers=1))
+    assert (summary.rows, summary.new, summary.errors) == (25, 25, 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"] == ["abn", "gradcam"]
+    rows = manifest["rows"]
+    assert [r["index"] for r in rows] == list(range(25))
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 1 and "broken.png" in bad[0]["error"] and bad[0]["files"] == {}
+    for r in rows:
+        if not r["error"]:
+            assert set(r["files"]) == {"input", "abn", "gradcam"}
+            assert all((out / f).stat().st_size > 0 for f in r["files"].values())
+            assert r["label"] == tiny_abn.classes[r["pred"]]
+            assert r["correct"] == (r["pred"] == r["truth_index"])
+            assert 0 < r["prob"] <= 1 and r["top"][0][0] == r["label"]
+    with open(out / "manifest.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [t["id"] for t in table] == [r["id"] for r in rows]
+    assert table[0]["abn"] == rows[0]["files"]["abn"]
+    assert (out / "contact-sheet.png").stat().st_size > 0
+    page = (out / "index.html").read_text()
+    assert rows[3]["files"]["gradcam"] in page and "</script>" in page
+
+
+def test_resume_skips_finished_rows_and_retries_failed(tiny_abn, folder, tmp_path):
+    out = tmp_path / "g"
+    items = collect(str(folder))
+    build_gallery(tiny_abn, items[:10], out, options())
+    first = {r["id"]: (out / r["files"]["abn"]).stat().st_ino for r in read_rows(out)
+             if not r["error"]}
+    with pytest.raises(ExplainError, match="pass --resume"):
+        build_gallery(tiny_abn, items, out, options())
+    with pytest.raises(ExplainError, match="other settings"):
+        build_gallery(tiny_abn, items, out, options(methods=["gradcam"], resume=True))
+    summary = build_gallery(tiny_abn, items, out, options(resume=True))
+    assert (summary.rows, summary.skipped, summary.new) == (25, 9, 16)  # the error row again
+    again = {r["id"]: (out / r["files"]["abn"]).stat().st_ino for r in read_rows(out)
+             if r["id"] in first}
+    assert again == first  # not rewritten
+
+
+def test_resume_redoes_rows_whose_files_are_gone_or_torn(tiny_abn, folder, tmp_path):
+    out = tmp_path / "g"
+    items = collect(str(folder))[:6]
+    build_gallery(tiny_abn, items, out, options())
+    rows = read_rows(out)
+    (out / rows[1]["files"]["gradcam"]).unlink()
+    torn = out / rows[2]["files"]["input"]
+    torn.write_bytes(torn.read_bytes()[:-5])
+    summary = build_gallery(tiny_abn, items, out, options(resume=True))
+    assert (summary.skipped, summary.new) == (4, 2)
+    assert (out / rows[1]["files"]["gradcam"]).exists()
+
+
+def test_torn_journal_line_is_skipped_and_isolated(tmp_path):
+    Journal(tmp_path, 0).append([{"id": "a", "index": 0}])
+    with open(shard_path(tmp_path, 0), "ab") as f:
+        f.write(b'{"id": "b", "ind')  # killed mid-write
+    journal = Journal(tmp_path, 0)
+    journal.append([{"id": "c", "index": 2}])
+    journal.close()
+    assert [r["id"] for r in read_rows(tmp_path)] == ["a", "c"]
+
+
+def test_second_run_on_a_busy_out_is_refused(tiny_abn, folder, tmp_path):
+    out = tmp_path / "g"
+    out.mkdir()
+    lock = Lock(out)
+    try:
+        with pytest.raises(ExplainError, match="another `explain gallery` run"):
+            build_gallery(tiny_abn, collect(str(folder)), out, options())
+    finally:
+        lock.release()
+    assert not (out / "index.html").exists()
+    assert build_gallery(tiny_abn, collect(str(folder), limit=3), out, options()).rows == 3
+
+
+def cli(*args) -> int:
+    return main(["gallery", *map(str, args), "--no-progress", "--workers", "0"])
+
+
+def test_cli_method_the_model_cannot_give_fails_before_work(tiny_resnet_dir, folder, tmp_path,
+                                                            capsys):
+    out = tmp_path / "g"
+    assert cli(folder, "--model", tiny_resnet_dir, "--methods", "abn,gradcam", "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no native 'abn' map" in err
+    assert not out.exists()
+
+
+def test_cli_empty_input_and_unwritable_out(tiny_abn_dir, folder, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli(tmp_path / "empty", "--model", tiny_abn_dir, "--out", tmp_path / "g") == 1
+    assert "contains no images" in capsys.readouterr().err
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    assert cli(folder, "--model", tiny_abn_dir, "--out", blocker / "g") == 1
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_cli_builds_gallery_and_exits_nonzero_for_unreadable_rows(tiny_abn_dir, folder,
+                                                                  tmp_path, capsys):
+    out = tmp_path / "g"
+    assert cli(folder, "--model", tiny_abn_dir, "--methods", "abn,gradcam", "--out", out,
+               "--limit", "8", "--title", "Bags <&> more") == 0
+    assert "8 rows" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert "<title>Bags &lt;&amp;&gt; more</title>" in page
+    assert cli(folder, "--model", tiny_abn_dir, "--methods", "abn,gradcam", "--out", out,
+               "--resume") == 1
+    captured = capsys.readouterr()
+    assert "8 already done" in captured.out and "broken.png" in captured.err
