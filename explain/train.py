@@ -149,8 +149,9 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
           train_set: TrainSet | None = None, test_set: TrainSet | None = None,
           trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None,
-          progress: bool = True) -> Path:
-    """Train (or fine-tune) and write a checkpoint + card to `cfg.out`; returns that folder."""
+          progress: bool = True, loss_fn: Callable | None = None) -> Path:
+    """Train (or fine-tune) and write a checkpoint + card to `cfg.out`; returns that folder.
+    `loss_fn` replaces the architecture's own loss (same call shape as explain.losses)."""
     rank, world = _dist_info()
     device = torch.device(cfg.device if cfg.device != "cuda" or world == 1
                           else f"cuda:{rank % torch.cuda.device_count()}")
@@ -162,8 +163,10 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     arch = get_arch(cfg.arch)
     size = train_set.input.size[0]
     if cfg.init:
-        net, init_card = load_checkpoint(cfg.init)
-        kwargs = init_card["arch_kwargs"]
+        init_net, init_card = load_checkpoint(cfg.init)
+        kwargs = {**init_card["arch_kwargs"], **cfg.arch_kwargs}  # overrides keep weight shapes
+        net = build(cfg.arch, kwargs)
+        net.load_state_dict(init_net.state_dict())
     else:
         kwargs = arch.kwargs(len(train_set.classes), train_set.input.channels, size,
                              **cfg.arch_kwargs)
@@ -191,7 +194,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     elif cfg.resume and rank == 0:
         print(f"--resume: no saved state in {out}; starting fresh", file=sys.stderr)
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    loss_fn = LOSSES[arch.loss]
+    loss_fn = loss_fn or LOSSES[arch.loss]
     dtype = autocast_dtype(cfg.precision, device)
     loss_kwargs = loss_kwargs or {}
     base_card = {"name": out.name, "arch": cfg.arch, "arch_kwargs": kwargs,

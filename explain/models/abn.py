@@ -24,13 +24,16 @@ class ABNResNet(ResNet):
     """ResNet cut after its second-to-last stage, with an attention branch in between.
 
     forward(x, att=None) returns the perception logits; pass `att` (B, 1, h, w) to re-score
-    with an edited map M' in place of M(x) (Mitsuhara et al.).
+    with an edited map M' in place of M(x) (Mitsuhara et al.). `residual=False` replaces the
+    paper's g' = (1 + M) * g by g' = M * g, so that a region whose attention is removed no
+    longer reaches the perception branch (see notes/issue-6.md).
     """
 
     def __init__(self, depths: tuple[int, ...] = (3, 3, 3), widths: tuple[int, ...] = (16, 32, 64),
                  block: str = "basic", num_classes: int = 10, in_channels: int = 3,
-                 stem: str = "small", dropout: float = 0.0):
+                 stem: str = "small", dropout: float = 0.0, residual: bool = True):
         super().__init__(depths, widths, block, num_classes, in_channels, stem)
+        self.residual = residual
         n = self.num_stages
         trunk = make_stage(self.block, self.stage_inplanes[-1], widths[-1], depths[-1], stride=1)
         channels = widths[-1] * self.block.expansion
@@ -60,8 +63,9 @@ class ABNResNet(ResNet):
         return att_logits, att
 
     def perceive(self, g: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-        """Perception branch on the attention-weighted features g'(x) = (1 + M) * g(x)."""
-        x = self.stage(self.num_stages)(g * att + g)
+        """Perception branch on the attention-weighted features g'(x) = (1 + M) * g(x)
+        (or M * g(x) without the residual)."""
+        x = self.stage(self.num_stages)(g * att + g if self.residual else g * att)
         return self.fc(self.fc_dropout(torch.flatten(self.avgpool(x), 1)))
 
     def forward_all(self, x: torch.Tensor, att: torch.Tensor | None = None) -> ABNOutput:

@@ -1,0 +1,246 @@
+"""Fine-tuning an ABN on edited attention maps (Mitsuhara et al.), and its before/after report.
+
+L = L_att + L_per + gamma * ||M(x) - M'(x)||^2, the map term only on samples that carry an
+edit, mixed with unedited training samples. The loop is `explain.train.train`; this module
+supplies the data set (edited samples first, then the unedited ones), the `trainable`
+selector that freezes the feature extractor g(x) (the paper's default), and the report:
+held-out accuracy, agreement of M(x) with the edits, and per-class changes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_write_text
+from .checkpoint import read_card
+from .edits import Edit, EditStore, class_key
+from .errors import ExplainError
+from .explanation import upsample
+from .losses import map_loss
+from .pipeline import prepare
+from .registry import ALIASES, ZOO, Model
+from .train import TrainConfig, train
+from .trainsets import ArraySet, FolderSet, TrainSet
+
+Perception = Literal["residual", "mask"]
+
+
+@dataclass
+class FinetuneConfig:
+    """perception: "residual" is the paper's g' = (1 + M) * g; "mask" uses g' = M * g, so a
+    region whose attention was removed cannot reach the perception branch at all."""
+    gamma: float = 1.0
+    epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 128
+    freeze_features: bool = True
+    perception: Perception = "residual"
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "auto"
+    augment: bool = True
+
+
+@dataclass
+class EditedSamples:
+    """Edited images as tensors: x (N, C, H, W) normalised, y (N,), maps (N, 1, H, W)."""
+    x: torch.Tensor
+    y: torch.Tensor
+    maps: torch.Tensor
+
+
+def feature_modules(net: nn.Module) -> list[nn.Module]:
+    """The ABN feature extractor g(x): the stem and every stage but the last."""
+    return [net.conv1, net.bn1] + [net.stage(i) for i in range(1, net.num_stages)]
+
+
+def _stay_eval(module: nn.Module, args: tuple) -> None:
+    module.train(False)
+
+
+def freeze_features(net: nn.Module) -> list[nn.Parameter]:
+    """`trainable` selector for train(): all parameters but g(x)'s. The frozen BatchNorms
+    also keep their running statistics (part of g(x)): a pre-hook puts them back in eval
+    mode on every call, since the training loop switches the whole model to train mode."""
+    frozen: set[int] = set()
+    for module in feature_modules(net):
+        for p in module.parameters():
+            p.requires_grad_(False)
+            frozen.add(id(p))
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_stay_eval)
+    return [p for p in net.parameters() if id(p) not in frozen]
+
+
+class EditedSet(TrainSet):
+    """Edited samples (has_edit True) followed by the unedited samples of `base`, batched
+    as dicts with `edit_map` (zeros where there is no edit) and `has_edit`."""
+
+    def __init__(self, edited: EditedSamples, base: TrainSet | None, classes: list[str], spec):
+        self.edited, self.base = edited, base
+        self.classes, self.input = classes, spec
+        self.n = len(edited.y)
+
+    def __len__(self) -> int:
+        return self.n + (len(self.base) if self.base is not None else 0)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        e, b = i[i < self.n], (i[i >= self.n] - self.n).tolist()
+        parts = [{"x": self.edited.x[e], "y": self.edited.y[e], "edit_map": self.edited.maps[e],
+                  "has_edit": torch.ones(len(e), dtype=torch.bool)}]
+        if b:
+            base = self.base.__getitems__(b) if isinstance(self.base, ArraySet) \
+                else self.base.collate([self.base[j] for j in b])
+            parts.append({"x": base["x"], "y": base["y"],
+                          "edit_map": torch.zeros(len(b), 1, *self.edited.maps.shape[-2:]),
+                          "has_edit": torch.zeros(len(b), dtype=torch.bool)})
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def checkpoint_dir(name: str) -> Path:
+    """The checkpoint folder behind `--model` (a folder, its card.json, or a zoo name)."""
+    p = Path(name)
+    for folder in (p.parent if p.name == "card.json" else p, ZOO / ALIASES.get(name, name)):
+        if (folder / "card.json").is_file():
+            return folder
+    raise ExplainError(f"--model: {name!r} is not a checkpoint folder (card.json + "
+                       "model.safetensors) or an embedded model; fine-tuning needs one")
+
+
+def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[EditedSamples, list[str]]:
+    """The labelled edits as tensors, and one message per edit that cannot be used."""
+    problems = [f"edit of {Path(e.image).name} has no label (put images in class "
+                "sub-folders, or choose one in the editor)" for e in edits if e.label is None]
+    edits = [e for e in edits if e.label is not None]
+    batch, errors = prepare(model, [Path(e.image) for e in edits])
+    problems += [msg for _, msg in errors]
+    by_path = {str(Path(e.image)): e for e in edits}
+    keep = [by_path[str(p)] for p in batch.paths] if batch else []
+    if not keep:
+        raise ExplainError(f"--edits {store.root}: no usable edits"
+                           + (f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""))
+    maps = torch.from_numpy(np.stack([store.load(e)[1] for e in keep]))[:, None]
+    maps = upsample(maps, model.input.size)
+    y = torch.tensor([e.label for e in keep], dtype=torch.long)
+    return EditedSamples(batch.x, y, maps), problems
+
+
+def align_classes(data: TrainSet, classes: list[str], name: str) -> TrainSet:
+    """`data` with labels indexing the model's `classes` (folder names matched loosely)."""
+    if list(data.classes) == list(classes):
+        return data
+    index = {class_key(c): i for i, c in enumerate(classes)}
+    missing = [c for c in data.classes if class_key(c) not in index]
+    if missing or not isinstance(data, FolderSet):
+        raise ExplainError(f"--data {name}: classes {missing or data.classes} are not among the "
+                           f"model's classes ({', '.join(classes)})")
+    files = [(p, index[class_key(data.classes[y])]) for p, y in data.files]
+    return FolderSet(files, list(classes), data.input)
+
+
+def limit(data: TrainSet, n: int | None, seed: int) -> TrainSet:
+    """A seeded random subset of `n` samples (all when n is None or larger)."""
+    if n is None or n >= len(data):
+        return data
+    idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+    if isinstance(data, ArraySet):
+        return ArraySet(data.data.subset(idx), {k: v[idx].numpy() for k, v in data.extras.items()})
+    return FolderSet([data.files[i] for i in idx], data.classes, data.input)
+
+
+def exclude(data: TrainSet, paths: list[str]) -> TrainSet:
+    """`data` without the edited images, so none counts twice or leaks into the held-out set."""
+    if not isinstance(data, FolderSet):
+        return data
+    drop = {str(Path(p).resolve()) for p in paths}
+    return FolderSet([(p, y) for p, y in data.files if str(Path(p).resolve()) not in drop],
+                     data.classes, data.input)
+
+
+def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSet,
+             test_set: TrainSet, cfg: FinetuneConfig, command: str = "",
+             progress: bool = True) -> Path:
+    """Fine-tune the ABN checkpoint `init` on `train_set` (batches may carry edit_map and
+    has_edit) with the map loss; writes the new checkpoint + card to `out`."""
+    card = read_card(init)
+    if card.get("arch") != "abn_resnet":
+        raise ExplainError(f"--model {init}: architecture {card.get('arch')!r} has no attention "
+                           "branch; fine-tuning on edited maps needs an ABN (abn_resnet)")
+    tc = TrainConfig(arch=card["arch"], data=card.get("data", ""), out=str(out),
+                     epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                     device=cfg.device, precision=cfg.precision, augment=cfg.augment,
+                     init=str(init), arch_kwargs={"residual": cfg.perception == "residual"},
+                     command=command)
+    return train(tc, {"gamma": cfg.gamma}, train_set, test_set,
+                 trainable=freeze_features if cfg.freeze_features else None, progress=progress)
+
+
+@torch.no_grad()
+def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
+            batch_size: int = 256) -> dict:
+    """Held-out accuracy (overall and per class) and, on edited images, how close M(x) is
+    to the edits: agreement = 1 - mean |M(x) - M'| at input size, and the map loss."""
+    net.eval()
+    device = next(net.parameters()).device
+    preds, labels = [], []
+    for batch in test_set.loader(batch_size, seed=0, epoch=0, shuffle=False):
+        preds.append(net(batch["x"].to(device)).argmax(1).cpu())
+        labels.append(batch["y"])
+    p, y = torch.cat(preds), torch.cat(labels)
+    k = len(test_set.classes)
+    per_class = [float((p[y == c] == c).float().mean()) if (y == c).any() else None
+                 for c in range(k)]
+    res = {"accuracy": float((p == y).float().mean()), "test_images": len(y),
+           "per_class_accuracy": per_class}
+    if edited is not None:
+        agree, loss = [], []
+        for s in range(0, len(edited.y), batch_size):
+            x, target = edited.x[s:s + batch_size].to(device), edited.maps[s:s + batch_size].to(device)
+            att = net.forward_all(x).att_map
+            agree.append((upsample(att, target.shape[-2:]) - target).abs().flatten(1).mean(1))
+            loss.append(map_loss(att, target, torch.ones(len(x), device=device)) * len(x))
+        res["map_agreement"] = float(1 - torch.cat(agree).mean())
+        res["map_loss"] = float(sum(loss) / len(edited.y))
+        res["edited_images"] = len(edited.y)
+    return res
+
+
+def report(before: dict, after: dict, classes: list[str], info: dict) -> dict:
+    rows = [{"class": c, "before": b, "after": a,
+             "change": None if a is None or b is None else a - b}
+            for c, b, a in zip(classes, before["per_class_accuracy"], after["per_class_accuracy"])]
+    return {**info, "before": before, "after": after, "per_class": rows}
+
+
+def write_report(out: str | os.PathLike, rep: dict) -> tuple[Path, Path]:
+    """report.json and report.md in `out`, both written atomically."""
+    out = Path(out)
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=2) + "\n")
+    b, a = rep["before"], rep["after"]
+    pct = (lambda v: "-" if v is None else f"{v:.2%}")
+    pts = (lambda v: "-" if v is None else f"{v * 100:+.1f} pts")
+    lines = [f"# Fine-tuning on edited maps: {rep.get('model', '')}", "",
+             f"Command: `{rep.get('command', '')}`", "",
+             f"Edits used: {rep.get('edits_used')} ({rep.get('edits_skipped', 0)} skipped); "
+             f"unedited samples: {rep.get('unedited')}; config: `{json.dumps(rep.get('config', {}))}`",
+             "", "| measure | before | after |", "|---|---|---|",
+             f"| held-out accuracy ({b['test_images']} images) | {pct(b['accuracy'])} | {pct(a['accuracy'])} |"]
+    if "map_agreement" in b:
+        lines += [f"| mean map agreement on {b['edited_images']} edited images "
+                  f"(1 - mean abs. difference) | {b['map_agreement']:.4f} | {a['map_agreement']:.4f} |",
+                  f"| map loss on edited images | {b['map_loss']:.4f} | {a['map_loss']:.4f} |"]
+    lines += ["", "| class | before | after | change |", "|---|---|---|---|"]
+    lines += [f"| {r['class']} | {pct(r['before'])} | {pct(r['after'])} | {pts(r['change'])} |"
+              for r in rep["per_class"]]
+    md = out / "report.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    return out / "report.json", md
