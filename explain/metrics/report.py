@@ -36,8 +36,8 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
+    cells = lambda r: "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"  # noqa: E731
+    return "\n".join([cells(header), "|" + "---|" * len(header)] + [cells(r) for r in rows])
 
 
 def sanity_failures(report: Report) -> list[str]:
