@@ -3,8 +3,9 @@
 
 Memory stays flat whatever the count: the loader prefetches a bounded number of batches,
 the writer keeps at most a few in flight, and rows go to the journal as they finish. The
-page and manifest are rebuilt from the journals every few seconds and at the end, so an
-interrupted run leaves a valid gallery of what it finished and `--resume` skips it.
+page is rebuilt from the journals every few seconds, and with the manifest and contact
+sheet at the end or on Ctrl-C/SIGTERM, so an interrupted run leaves a valid gallery of
+what it finished, and `--resume` skips that.
 """
 from __future__ import annotations
 
@@ -90,27 +91,34 @@ def prediction_rows(items: list[Item], expl: Explanation, model: Model, k: int =
 
 
 class Publisher:
-    """Rebuilds the page and manifest from all shards' journals (rank 0 only): as soon as
-    the first rows are in, then at most every `every_s` seconds while new rows come."""
+    """Rebuilds the gallery from all shards' journals (rank 0 only). While the run goes, the
+    page alone: as soon as the first rows are in, then while new rows come at most every
+    `every_s` seconds, and rarer when the gallery is large, so that this takes at most
+    `budget` of the time. At the end (or on an interrupt), the manifest and contact sheet too."""
 
-    def __init__(self, out: Path, settings: dict, every_s: float, enabled: bool):
+    def __init__(self, out: Path, settings: dict, every_s: float, enabled: bool,
+                 budget: float = 0.03):
         self.out, self.settings, self.every_s, self.enabled = out, settings, every_s, enabled
+        self.budget, self.cost = budget, 0.0
         self.last, self.seen = float("-inf"), 0
 
     def maybe(self, journaled: int) -> None:
-        if journaled > self.seen and time.monotonic() - self.last >= self.every_s:
+        wait = max(self.every_s, self.cost / self.budget)
+        if journaled > self.seen and time.monotonic() - self.last >= wait:
             self.seen = journaled
             self.publish()
 
-    def publish(self, contact: bool = False) -> list[dict]:
+    def publish(self, final: bool = False) -> list[dict]:
         if not self.enabled:
             return []
+        start = time.monotonic()
         rows = read_rows(self.out)
-        write_manifest(self.out, self.settings, rows)
         write_page(self.out, self.settings, rows)
-        if contact:
+        if final:
+            write_manifest(self.out, self.settings, rows)
             write_contact_sheet(self.out, self.settings, rows)
         self.last = time.monotonic()
+        self.cost = self.last - start
         return rows
 
 
@@ -205,11 +213,11 @@ def build_gallery(model: Model, items: list[Item], out: str | Path, opts: Option
             try:
                 new = _stream(model, todo, out, opts, group, publisher)
             except KeyboardInterrupt:
-                publisher.publish()  # a valid gallery of what finished
+                publisher.publish(final=True)  # a valid gallery of what finished
                 raise
             group.barrier()
             new = group.total(new)
-            rows = publisher.publish(contact=True)
+            rows = publisher.publish(final=True)
     finally:
         if lock:
             lock.release()

@@ -37,6 +37,7 @@ def page(gallery):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        pg.set_default_timeout(120_000)  # shared CI machines can be very slow
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.on("requestfailed", lambda r: errors.append(r.url))
@@ -74,7 +75,7 @@ def test_rows_and_columns(page, rows):
 def test_images_load_from_disk(page):
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy ones further down
     page.wait_for_function("""() => [...document.querySelectorAll('#rows img')]
-        .every(i => i.complete && i.naturalWidth > 0)""", timeout=15000)
+        .every(i => i.complete && i.naturalWidth > 0)""")
     n = page.eval_on_selector_all("#rows img", "is => is.filter(i => i.naturalWidth === 28).length")
     assert n == 24 * 3
     page.evaluate("window.scrollTo(0, 0)")
