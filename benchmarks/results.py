@@ -143,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="of the perturbed forward passes")
     p.add_argument("--speed", choices=["full", "quick", "skip"], default="full")
     p.add_argument("--speed-reps", type=int, default=15)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--eval-dir", default=str(RESULTS / "eval"),
                    help="per-model metrics.json/csv and plots go to EVAL_DIR/MODEL/")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     command = "python " + shlex.join(["benchmarks/results.py"] + (sys.argv[1:] if argv is None else argv))
     body = [metrics_section(args), speed_section(args.speed, args.speed_reps), hitl_section()]
     head = ["# Results", "",

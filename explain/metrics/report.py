@@ -123,7 +123,7 @@ def write_outputs(report: Report, out: str | Path) -> dict[str, Path]:
     """metrics.json, metrics.csv, curves.png and (when run) sanity.png under `out`."""
     out = Path(out)
     files = {"json": out / "metrics.json", "csv": out / "metrics.csv", "curves": out / "curves.png"}
-    atomic_write_text(files["json"], json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(files["json"], json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
     atomic_write_text(files["csv"], csv_text(report))
     atomic_write_bytes(files["curves"], curves_figure(report))
     if report.sanity:
