@@ -13,9 +13,9 @@ from explain.atomic import atomic_open
 from explain.errors import ExplainError
 from explain.images import find_images
 from explain.methods import METHODS, method_class
-from explain.pipeline import explain_batch, prepare
+from explain.pipeline import check_layer, explain_batch, prepare
 from explain.registry import DEFAULT_MODEL, create_model
-from explain.render import overlay, panel, save_png, upscale_views
+from explain.render import bars, overlay, panel, save_png, upscale_views
 
 from .common import device_arg, positive_int
 
@@ -36,7 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated, from: {', '.join(sorted(METHODS))}. Default: the "
                         "model's native maps and gradcam")
-    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic)")
+    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
+                   "for a native method with several maps (RAN modules, CBAM/SE blocks, "
+                   "Attend-and-Rectify modules) the one map to show (default: all of them "
+                   "side by side)")
     p.add_argument("--target", type=int, help="class index to explain (default: top-1)")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--out", default="explain-out", help="output folder")
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if method_class(m).__mro__[1].__name__ == "NativeMap" and m not in model.native:
             raise ExplainError(f"--methods: model {model.name!r} has no native {m!r} map "
                                f"(native maps: {', '.join(model.native) or 'none'})")
+    check_layer(model, methods, args.layer)
     if args.target is not None and not 0 <= args.target < len(model.classes):
         raise ExplainError(f"--target: {args.target} is not a class index of {model.name} "
                            f"(0..{len(model.classes) - 1})")
@@ -99,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"image": str(p), "error": msg}), flush=True)
         if batch is None:
             continue
-        expl = explain_batch(model, batch.x, methods, args.layer, args.target)
+        expl = explain_batch(model, batch.x, methods, args.layer, args.target, all_maps=True)
         first = next(iter(expl.values()))
         probs, idx = first.topk(args.topk)
         views = upscale_views(batch.views, size)
-        overlays = {m: overlay(batch.views, e.maps, args.alpha, args.cmap, size, args.contour)
+        overlays = {m: bars(e.raw, size) if e.raw.ndim == 2 else  # SE: vectors, not maps
+                    overlay(batch.views, e.maps, args.alpha, args.cmap, size, args.contour)
                     for m, e in expl.items()}
         for i, p in enumerate(batch.paths):
             stem = names[p]

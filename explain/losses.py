@@ -46,4 +46,16 @@ def abn_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: dict,
     return loss, out.logits, parts
 
 
-LOSSES: dict[str, Callable[..., LossOut]] = {"ce": ce_loss, "abn": abn_loss}
+def attend_rectify_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: dict
+                        ) -> LossOut:
+    """NLL of the gated log-probability mixture plus the inter-head regulariser (already
+    weighted by the model's `reg_weight`), as in the official Attend-and-Rectify code."""
+    net = model.module if hasattr(model, "module") else model  # DDP
+    out = net.forward_parts(x)
+    nll = F.nll_loss(out.logits, y)
+    loss = nll + out.reg
+    return loss, out.logits, {"nll": nll.item(), "reg": out.reg.item()}
+
+
+LOSSES: dict[str, Callable[..., LossOut]] = {"ce": ce_loss, "abn": abn_loss,
+                                             "attend_rectify": attend_rectify_loss}

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ImageError
+from .errors import ExplainError, ImageError
 from .explanation import Explanation
 from .images import load_image
-from .methods import Explainer
+from .methods import Explainer, method_class
 from .preprocess import Geometry
 from .registry import Model
 
@@ -46,12 +46,36 @@ def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[P
     return Batch(ok, torch.stack(xs), np.stack(views), geoms), errors
 
 
+def native_maps_of(model: Model, methods: list[str]) -> dict[str, list[str]]:
+    """method -> the module paths of its native maps on `model` ([] for CAM-family methods)."""
+    return {name: model.native_maps(method_class(name).name) for name in methods}
+
+
+def check_layer(model: Model, methods: list[str], layer: str | None) -> None:
+    """Refuse a `layer` that none of `methods` can use: every one is native and it names none
+    of their maps (CAM-family methods check their layer themselves)."""
+    own = native_maps_of(model, methods)
+    if layer is not None and all(maps and layer not in maps for maps in own.values()):
+        listing = "; ".join(f"{n}: {', '.join(m)}" for n, m in own.items())
+        raise ExplainError(f"--layer: model {model.name!r} has no map at {layer!r} ({listing})")
+
+
 def explain_batch(model: Model, x: torch.Tensor, methods: list[str], layer: str | None = None,
-                  targets=None, **options) -> dict[str, Explanation]:
-    """Run every method on the same batch (tensors stay on the model's device)."""
+                  targets=None, all_maps: bool = False, **options) -> dict[str, Explanation]:
+    """Run every method on the same batch (tensors stay on the model's device).
+
+    `layer` goes to every CAM-family method; a native method takes it only where it names
+    one of its maps, and otherwise gives its default map, or with `all_maps` every one of its
+    maps (RAN modules, CBAM blocks, ...) keyed `method@label`.
+    """
+    own = native_maps_of(model, methods)
     x = x.to(model.device)
     out = {}
     for name in methods:
-        with Explainer(model, name, layer=layer if name != "abn" else None, **options) as ex:
-            out[name] = ex(x, targets)
+        mine = layer if not own[name] or layer in own[name] else None
+        with Explainer(model, name, layer=mine, **options) as ex:
+            if own[name] and all_maps and mine is None:
+                out.update(ex.all_maps(x, targets))
+            else:
+                out[name] = ex(x, targets)
     return out

@@ -45,9 +45,18 @@ class Model:
     net: nn.Module
     input: InputSpec
     classes: list[str]
-    native: dict[str, str] = field(default_factory=dict)  # method -> module path
+    native: dict[str, str] = field(default_factory=dict)  # method -> module path (default map)
     cam_layer: str | None = None
     card: dict = field(default_factory=dict)
+    # method -> every module path giving one of its maps, shallow to deep (RAN stages, CBAM
+    # blocks, ...); methods missing here have the single map of `native`
+    native_layers: dict[str, list[str]] = field(default_factory=dict)
+
+    def native_maps(self, method: str) -> list[str]:
+        """The module paths of `method`'s maps ([] when the model has no such native map)."""
+        if method in self.native_layers:
+            return list(self.native_layers[method])
+        return [self.native[method]] if method in self.native else []
 
     @property
     def device(self) -> torch.device:
@@ -84,10 +93,11 @@ def _efficientnet_lite0(weights: str | None) -> Model:
 def from_checkpoint(path: str | os.PathLike, weights: str | None = None,
                     name: str | None = None) -> Model:
     net, card = load_checkpoint(path, weights)
-    arch = get_arch(card["arch"])
+    layers = get_arch(card["arch"]).native_layers(net)
     layer = getattr(net, "cam_layer", None)
     return Model(name or card.get("name") or Path(path).name, net, InputSpec.from_dict(card["input"]),
-                 list(card["classes"]), dict(arch.native), layer, card)
+                 list(card["classes"]), {m: ls[-1] for m, ls in layers.items() if ls}, layer, card,
+                 layers)
 
 
 def _zoo_entries() -> dict[str, Entry]:

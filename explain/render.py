@@ -62,6 +62,27 @@ def overlay(views: np.ndarray | torch.Tensor, maps: torch.Tensor, alpha: float =
     return arr
 
 
+def bars(values: torch.Tensor, size: int = 224, cmap: str = "viridis") -> np.ndarray:
+    """Bar charts of vectors (B, C) with values in [0, 1] (SE excitations), as uint8 tiles
+    (B, S, S, 3): one bar per channel, coloured by value, on white with a grey line at 0.5.
+    Channels are averaged in groups where there are more channels than pixel columns."""
+    v = values.detach().float().cpu().clamp(0, 1)
+    c = v.shape[1]
+    cols = F.interpolate(v[:, None], size=size, mode="area" if c > size else "nearest")[:, 0]
+    bar = torch.arange(size) * c // size
+    gap = torch.zeros(size, dtype=torch.bool)
+    if size >= 3 * c:  # wide bars: each starts with a white column
+        gap[0], gap[1:] = True, bar[1:] != bar[:-1]
+    height = (cols * (size - 1)).round()                                   # (B, S)
+    rows = torch.arange(size - 1, -1, -1).float()[:, None]                 # height of row y
+    filled = (rows < height[:, None, :]) & ~gap                            # (B, S, S)
+    colour = colormap_lut(cmap)[(cols * 255).round().long()]               # (B, S, 3)
+    img = torch.ones(v.shape[0], size, size, 3)
+    img[:, size // 2] = 0.75
+    img = torch.where(filled[..., None], colour[:, None], img)
+    return (img * 255).round().byte().numpy()
+
+
 def upscale_views(views: np.ndarray, size: int) -> np.ndarray:
     img = resize_batch(_as_float_images(views), size)
     return (img * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()

@@ -14,13 +14,15 @@ from ..registry import Model
 from .attribution import GuidedGradCAM, IntegratedGradients, Occlusion, Saliency
 from .cam import CAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from .core import Method
-from .native import ABNMap
+from .native import ABNMap, AttendRectifyMap, BayesABNMap, CBAMMap, NativeMap, RANMap, SEMap
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
-    ABNMap, CAM, GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, ScoreCAM,
+    ABNMap, RANMap, CBAMMap, SEMap, AttendRectifyMap, BayesABNMap,
+    CAM, GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, ScoreCAM,
     IntegratedGradients, Saliency, Occlusion, GuidedGradCAM)}
 ALIASES = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "ig": "integrated_gradients",
-           "guided-gradcam": "guided_gradcam", "score-cam": "scorecam"}
+           "guided-gradcam": "guided_gradcam", "score-cam": "scorecam",
+           "attend-and-rectify": "attend_rectify", "bayesian_abn": "bayes_abn"}
 
 
 def method_class(name: str) -> type[Method]:
@@ -37,4 +39,4 @@ def Explainer(model: Model | nn.Module, method: str = "gradcam", layer: str | No
     return method_class(method)(model, layer=layer, **options)
 
 
-__all__ = ["Explainer", "METHODS", "Method", "method_class"]
+__all__ = ["Explainer", "METHODS", "Method", "NativeMap", "method_class"]

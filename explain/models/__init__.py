@@ -6,13 +6,20 @@ from this table and the weights loaded into it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from functools import partial
 from typing import Callable
 
 from torch import nn
 
 from ..errors import ExplainError
 from .abn import ABNResNet
+from .attend_rectify import AttendRectifyWRN
+from .bayes_abn import BayesABNResNet
+from .cbam import CBAMResNet
+from .ran import ResidualAttentionNet, ran_defaults
 from .resnet import ResNet
+from .se import SEResNet
 
 
 def resnet_defaults(size: int) -> dict:
@@ -23,6 +30,20 @@ def resnet_defaults(size: int) -> dict:
             "stem": "imagenet"}
 
 
+def gated_resnet_defaults(size: int) -> dict:
+    """ResNet layouts with SE/CBAM gates: the official reduction 16 at ImageNet sizes; 4 for
+    small inputs, where 16 would leave the 16-channel stage one hidden unit."""
+    return {**resnet_defaults(size), "reduction": 4 if size <= 64 else 16}
+
+
+def wrn_defaults(size: int) -> dict:
+    """WRN-22-1 for small inputs (pre-activation ResNet-20-like, 16/32/64 wide); WRN-18-2 at
+    ImageNet sizes."""
+    if size <= 64:
+        return {"depths": (3, 3, 3), "widths": (16, 32, 64), "stem": "small"}
+    return {"depths": (2, 2, 2, 2), "widths": (128, 256, 512, 1024), "stem": "imagenet"}
+
+
 @dataclass(frozen=True)
 class Arch:
     """How to build one architecture and what it exposes."""
@@ -30,7 +51,14 @@ class Arch:
     defaults: Callable[[int], dict]
     loss: str                      # key into explain.losses.LOSSES
     description: str
-    native: dict[str, str] = field(default_factory=dict)  # method name -> module path
+    # native method name -> module path pattern (fnmatch); every module whose path matches
+    # gives one map, in forward order (see `native_layers`)
+    native: dict[str, str] = field(default_factory=dict)
+
+    def native_layers(self, net: nn.Module) -> dict[str, list[str]]:
+        """method -> the module paths of `net` that give its maps, shallow to deep."""
+        names = [n for n, _ in net.named_modules()]
+        return {m: [n for n in names if fnmatchcase(n, pat)] for m, pat in self.native.items()}
 
     def kwargs(self, num_classes: int, in_channels: int, size: int, **overrides) -> dict:
         kw = {**self.defaults(size), "num_classes": num_classes, "in_channels": in_channels}
@@ -44,6 +72,23 @@ ARCHS: dict[str, Arch] = {
     "abn_resnet": Arch(ABNResNet, resnet_defaults, "abn",
                        "Attention Branch Network on ResNet (Fukui et al. 2019)",
                        native={"abn": "att_map"}),
+    "ran": Arch(ResidualAttentionNet, ran_defaults, "ce",
+                "Residual Attention Network (Wang et al. 2017): Attention-56 at 224 px",
+                native={"ran": "layer*.mask"}),
+    "ran92": Arch(ResidualAttentionNet, partial(ran_defaults, depths_224=(1, 2, 3, 0)), "ce",
+                  "Residual Attention Network: Attention-92 at 224 px",
+                  native={"ran": "layer*.mask"}),
+    "cbam_resnet": Arch(CBAMResNet, gated_resnet_defaults, "ce",
+                        "CBAM-ResNet (Woo et al. 2018), official CBAM parameter names",
+                        native={"cbam": "layer*.cbam.SpatialGate.sigmoid"}),
+    "se_resnet": Arch(SEResNet, gated_resnet_defaults, "ce",
+                      "SE-ResNet (Hu et al. 2018)", native={"se": "layer*.se.fc"}),
+    "attend_rectify": Arch(AttendRectifyWRN, wrn_defaults, "attend_rectify",
+                           "Attend and Rectify on a Wide ResNet (Rodriguez et al. 2018)",
+                           native={"attend_rectify": "attention.*.gated_heads"}),
+    "bayes_abn_resnet": Arch(BayesABNResNet, resnet_defaults, "abn",
+                             "Bayesian ABN: ABN with Monte-Carlo dropout (Tsukahara et al. 2020)",
+                             native={"bayes_abn": "att_map", "abn": "att_map"}),
 }
 
 

@@ -33,10 +33,11 @@ class ResNet(nn.Module):
     (widths 16/32/64 by default); `imagenet`: 7x7/2 stem + max-pool, four stages."""
 
     def __init__(self, depths: tuple[int, ...] = (3, 3, 3), widths: tuple[int, ...] = (16, 32, 64),
-                 block: str = "basic", num_classes: int = 10, in_channels: int = 3,
-                 stem: Stem = "small"):
+                 block: str | type[nn.Module] = "basic", num_classes: int = 10,
+                 in_channels: int = 3, stem: Stem = "small"):
         super().__init__()
-        self.block = BLOCKS[block]
+        # A block class (not only a name) lets subclasses put gates in the blocks (SE, CBAM).
+        self.block = BLOCKS[block] if isinstance(block, str) else block
         self.stem_kind = stem
         self.num_stages = len(depths)
         if stem == "small":
