@@ -165,7 +165,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
             if batch.items:
                 expl = explain_batch(model, batch.x, opts.methods, opts.layer)
                 rows = prediction_rows(batch.items, next(iter(expl.values())), model)
-                record(writer.submit(rows, batch.views, {m: e.maps.cpu() for m, e in expl.items()}))
+                record(writer.submit(rows, batch.views, {m: e.cpu() for m, e in expl.items()}))
             publisher.maybe(written)
     finally:
         try:
@@ -212,8 +212,9 @@ def build_gallery(model: Model, items: list[Item], out: str | Path, opts: Option
         with sigterm_as_interrupt():
             try:
                 new = _stream(model, todo, out, opts, group, publisher)
-            except KeyboardInterrupt:
-                publisher.publish(final=True)  # a valid gallery of what finished
+            except BaseException:  # Ctrl-C, SIGTERM, a full disk, a killed loader worker
+                with contextlib.suppress(Exception):
+                    publisher.publish(final=True)  # a valid gallery of what finished
                 raise
             group.barrier()
             new = group.total(new)

@@ -16,6 +16,7 @@ import torch
 
 from explain.atomic import atomic_write_bytes
 from explain.errors import ExplainError
+from explain.explanation import Explanation
 from explain.render import overlay, png_bytes, upscale_views
 
 INPUT = "input"
@@ -45,10 +46,11 @@ def _write(out: Path, rel: str, arr: np.ndarray) -> None:
 
 
 def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
-                maps: dict[str, torch.Tensor]) -> list[dict]:
+                expl: dict[str, Explanation]) -> list[dict]:
     """Write the input tile and one overlay per method for each row; fill in their paths."""
     tiles = {INPUT: upscale_views(views, style.size)}
-    tiles.update({m: overlay(views, e, style.alpha, style.cmap, style.size) for m, e in maps.items()})
+    tiles.update({m: overlay(views, e.maps, style.alpha, style.cmap, style.size)
+                  for m, e in expl.items()})
     for key, full in tiles.items():
         thumbs = upscale_views(full, style.thumb) if style.size > style.thumb else None
         for i, row in enumerate(rows):
@@ -69,14 +71,14 @@ class RowWriter:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="gallery-render")
         self.pending: collections.deque[Future] = collections.deque()
 
-    def submit(self, rows: list[dict], views: torch.Tensor, maps: dict[str, torch.Tensor]
+    def submit(self, rows: list[dict], views: torch.Tensor, expl: dict[str, Explanation]
                ) -> list[dict]:
         """Queue a batch; returns the rows of earlier batches that have finished meanwhile
         (waiting for the oldest when `depth` batches are already in flight)."""
         for row in rows:
             row.setdefault("files", {})
             row.setdefault("thumbs", {})
-        self.pending.append(self.pool.submit(render_rows, self.out, self.style, rows, views, maps))
+        self.pending.append(self.pool.submit(render_rows, self.out, self.style, rows, views, expl))
         done = []
         while self.pending and (self.pending[0].done() or len(self.pending) > self.depth):
             done.extend(self.pending.popleft().result())
