@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (ImageFolders)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
     p.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
+    p.add_argument("--limit", type=positive_int,
+                   help="train on the first N training images only (the test set stays whole)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no random shifts and flips")
     p.add_argument("--arch-kwargs", type=json.loads, default={},
@@ -43,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, device=args.device, precision=args.precision,
                       resume=args.resume, workers=args.workers, max_steps=args.max_steps,
-                      augment=args.augment, arch_kwargs=args.arch_kwargs, command=command_line())
+                      augment=args.augment, limit=args.limit, arch_kwargs=args.arch_kwargs, command=command_line())
     train(cfg)
     return 0

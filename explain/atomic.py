@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
     """Open a temp file beside `path`; on success fsync and `os.replace` it into place.
@@ -18,6 +22,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a finished file gets normal rights
     try:
         with os.fdopen(fd, mode) as f:
             yield f

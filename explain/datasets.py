@@ -71,8 +71,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def fashion_mnist(split: str = "train") -> ArrayData:
-    """Fashion-MNIST from Debian's `dataset-fashion-mnist`, else torchvision's downloader."""
+def fashion_mnist(split: str = "train", limit: int | None = None) -> ArrayData:
+    """Fashion-MNIST from Debian's `dataset-fashion-mnist`, else torchvision's downloader.
+    `limit` keeps the first N samples."""
     d = _fmnist_dir()
     if d is not None:
         img_f, lab_f = FMNIST_FILES[split]
@@ -86,20 +87,23 @@ def fashion_mnist(split: str = "train") -> ArrayData:
             raise ExplainError("Fashion-MNIST not found: install Debian's dataset-fashion-mnist "
                                f"or allow torchvision to download it ({e})") from None
         images, labels = ds.data.numpy(), ds.targets.numpy().astype(np.int64)
-    return ArrayData(np.ascontiguousarray(images), labels, FMNIST_CLASSES, "fashion-mnist")
+    return ArrayData(np.ascontiguousarray(images[:limit]), labels[:limit], FMNIST_CLASSES,
+                     "fashion-mnist")
 
 
 def cluttered_fmnist(split: str = "train", seed: int = 0, canvas: int = 64,
-                     fragments: int = 4, frag: int = 8) -> ArrayData:
+                     fragments: int = 4, frag: int = 8, limit: int | None = None) -> ArrayData:
     """Each item pasted at a random spot of a `canvas`-px black canvas, plus `fragments`
-    `frag`x`frag` pieces cut from other random items. Ground truth: the item's box and mask."""
+    `frag`x`frag` pieces cut from other random items. Ground truth: the item's box and mask.
+    Random draws are made for the whole split, so `limit` gives the full set's first N."""
     base = fashion_mnist(split)
-    n, s = len(base), base.images.shape[1]
+    n_all, s = len(base), base.images.shape[1]
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, 1])
-    pos = rng.integers(0, canvas - s + 1, size=(n, 2))          # item (x, y)
-    donors = rng.integers(0, n, size=(n, fragments))
-    src = rng.integers(0, s - frag + 1, size=(n, fragments, 2))   # where fragments are cut
-    dst = rng.integers(0, canvas - frag + 1, size=(n, fragments, 2))
+    pos = rng.integers(0, canvas - s + 1, size=(n_all, 2))          # item (x, y)
+    donors = rng.integers(0, n_all, size=(n_all, fragments))
+    src = rng.integers(0, s - frag + 1, size=(n_all, fragments, 2))   # where fragments are cut
+    dst = rng.integers(0, canvas - frag + 1, size=(n_all, fragments, 2))
+    n = min(limit or n_all, n_all)
     images = np.zeros((n, canvas, canvas), np.uint8)
     masks = np.zeros((n, canvas, canvas), bool)
     boxes = np.zeros((n, 4), np.int64)
@@ -117,21 +121,23 @@ def cluttered_fmnist(split: str = "train", seed: int = 0, canvas: int = 64,
         ys, xs = np.nonzero(m)
         boxes[i] = (x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1) if len(xs) \
             else (x, y, x + s, y + s)
-    flat = images.reshape(n, -1).astype(np.float64) / 255
-    return ArrayData(images, base.labels, base.classes, "cluttered-fmnist", boxes, masks,
+    flat = images.reshape(n, -1).astype(np.float32) / 255
+    return ArrayData(images, base.labels[:n], base.classes, "cluttered-fmnist", boxes, masks,
                      mean=float(flat.mean()), std=float(flat.std()))
 
 
-def decoy_fmnist(split: str = "train", seed: int = 0, mult: int = 25) -> ArrayData:
+def decoy_fmnist(split: str = "train", seed: int = 0, mult: int = 25,
+                 limit: int | None = None) -> ArrayData:
     """Ross et al.'s decoy: a 4x4 patch in a random corner, gray `255 - mult*y` when training
     (y the label), `255 - mult*k` with k a random class at test. Mask = the patch."""
     base = fashion_mnist(split)
-    n, s = len(base), base.images.shape[1]
+    n_all, s = len(base), base.images.shape[1]
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, 2])
-    corner_x = rng.random(n) > 0.5
-    corner_y = rng.random(n) > 0.5
-    level_of = base.labels if split == "train" else rng.integers(0, 10, size=n)
-    images = base.images.copy()
+    corner_x = rng.random(n_all) > 0.5
+    corner_y = rng.random(n_all) > 0.5
+    level_of = base.labels if split == "train" else rng.integers(0, 10, size=n_all)
+    n = min(limit or n_all, n_all)
+    images = base.images[:n].copy()
     masks = np.zeros((n, s, s), bool)
     boxes = np.zeros((n, 4), np.int64)
     for i in range(n):
@@ -140,14 +146,14 @@ def decoy_fmnist(split: str = "train", seed: int = 0, mult: int = 25) -> ArrayDa
         images[i, y0:y0 + 4, x0:x0 + 4] = 255 - mult * int(level_of[i])
         masks[i, y0:y0 + 4, x0:x0 + 4] = True
         boxes[i] = (x0, y0, x0 + 4, y0 + 4)
-    return ArrayData(images, base.labels, base.classes, "decoy-fmnist", boxes, masks,
-                     extra={"decoy_level": level_of})
+    return ArrayData(images, base.labels[:n], base.classes, "decoy-fmnist", boxes, masks,
+                     extra={"decoy_level": level_of[:n]})
 
 
-def load_named(name: str, split: str, seed: int = 0) -> ArrayData:
-    builders = {"fashion-mnist": lambda: fashion_mnist(split),
-                "cluttered-fmnist": lambda: cluttered_fmnist(split, seed),
-                "decoy-fmnist": lambda: decoy_fmnist(split, seed)}
+def load_named(name: str, split: str, seed: int = 0, limit: int | None = None) -> ArrayData:
+    builders = {"fashion-mnist": lambda: fashion_mnist(split, limit),
+                "cluttered-fmnist": lambda: cluttered_fmnist(split, seed, limit=limit),
+                "decoy-fmnist": lambda: decoy_fmnist(split, seed, limit=limit)}
     if name not in builders:
         raise ExplainError(f"--data: unknown data set {name!r}; choose one of "
                            f"{', '.join(SYNTHETIC)} or give an ImageFolder directory")

@@ -46,8 +46,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: image too large (possible decompression bomb)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: image too large, possible decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: truncated or corrupt image data ({e})") from None
 

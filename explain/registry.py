@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import CARD, load_checkpoint, read_card
 from .errors import ExplainError
-from .models import get_arch
+from .models import build, get_arch
 from .preprocess import IMAGENET, InputSpec
 from .weights import load_weights, read_state_dict
 
@@ -93,11 +93,17 @@ def _efficientnet_lite0(weights: str | None) -> Model:
 def from_checkpoint(path: str | os.PathLike, weights: str | None = None,
                     name: str | None = None) -> Model:
     net, card = load_checkpoint(path, weights)
-    layers = get_arch(card["arch"]).native_layers(net)
-    layer = getattr(net, "cam_layer", None)
-    return Model(name or card.get("name") or Path(path).name, net, InputSpec.from_dict(card["input"]),
-                 list(card["classes"]), {m: ls[-1] for m, ls in layers.items() if ls}, layer, card,
-                 layers)
+    return arch_model(card["arch"], net, name or card.get("name") or Path(path).name,
+                      InputSpec.from_dict(card["input"]), list(card["classes"]), card)
+
+
+def arch_model(arch: str, net: nn.Module, name: str, spec: InputSpec, classes: list[str],
+               card: dict | None = None) -> Model:
+    """A Model around `net`, an instance of the registered architecture `arch`: its native
+    maps (the deepest of each method as default) and its CAM layer."""
+    layers = get_arch(arch).native_layers(net)
+    return Model(name, net, spec, classes, {m: ls[-1] for m, ls in layers.items() if ls},
+                 getattr(net, "cam_layer", None), card or {}, layers)
 
 
 def _zoo_entries() -> dict[str, Entry]:
@@ -111,9 +117,44 @@ def _zoo_entries() -> dict[str, Entry]:
     return out
 
 
+CIFAR = InputSpec(size=(32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+
+# The official ABN releases (Fukui et al.): architecture and preprocessing; weights come from
+# the user's `checkpoint.pth.tar` / `model_best.pth.tar` via --weights.
+OFFICIAL_ABN = {
+    "abn_resnet50": ((3, 4, 6, 3), "imagenet", 1000),
+    "abn_resnet101": ((3, 4, 23, 3), "imagenet", 1000),
+    "abn_resnet152": ((3, 8, 36, 3), "imagenet", 1000),
+    "abn_resnet110_cifar10": ((12, 12, 12), "cifar", 10),
+    "abn_resnet110_cifar100": ((12, 12, 12), "cifar", 100),
+}
+
+
+def _official_abn(name: str, weights: str | None) -> Model:
+    if weights is None:
+        raise ExplainError(f"--model {name}: give the official checkpoint with --weights FILE "
+                           "(checkpoint.pth.tar or model_best.pth.tar)")
+    depths, kind, k = OFFICIAL_ABN[name]
+    imagenet = kind == "imagenet"
+    kwargs = {"depths": depths, "block": "bottleneck", "num_classes": k, "in_channels": 3,
+              "widths": (64, 128, 256, 512) if imagenet else (16, 32, 64),
+              "stem": "imagenet" if imagenet else "small"}
+    net = build("abn_resnet", kwargs)
+    load_weights(net, read_state_dict(weights), weights)
+    classes = imagenet_classes() if imagenet else [str(i) for i in range(k)]
+    return Model(name, net.eval(), IMAGENET if imagenet else CIFAR, classes,
+                 {"abn": "att_map"}, net.cam_layer,
+                 {"arch": "abn_resnet", "arch_kwargs": kwargs, "source": weights})
+
+
 def registry() -> dict[str, Entry]:
     entries = {DEFAULT_MODEL: Entry(_efficientnet_lite0,
                                     "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px")}
+    for name, (depths, kind, k) in OFFICIAL_ABN.items():
+        spec = IMAGENET if kind == "imagenet" else CIFAR
+        entries[name] = Entry(lambda w, n=name: _official_abn(n, w),
+                              f"official ABN release ({kind}); needs --weights FILE",
+                              {"arch": "abn_resnet", "input": spec.to_dict(), "num_classes": k})
     entries.update(_zoo_entries())
     return entries
 
@@ -181,7 +222,7 @@ def list_models() -> list[dict]:
         rows.append({
             "name": name, "aliases": aliases, "description": entry.description,
             "input": InputSpec.from_dict(card["input"]).size if card.get("input") else (224, 224),
-            "classes": len(card["classes"]) if card.get("classes") else 1000,
+            "classes": len(card["classes"]) if card.get("classes") else card.get("num_classes", 1000),
             "native_maps": sorted(arch.native) if arch else [],
             "test_accuracy": card.get("metrics", {}).get("test_accuracy"),
         })

@@ -54,6 +54,7 @@ class TrainConfig:
     max_steps: int | None = None    # stop early (a later --resume continues)
     checkpoint_every: int = 200     # steps
     augment: bool = True
+    limit: int | None = None        # train on the first N training samples only
     init: str | None = None         # start from this checkpoint's weights (fine-tuning)
     arch_kwargs: dict = field(default_factory=dict)
     command: str = ""
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     np.random.seed(cfg.seed)
     out = Path(cfg.out)
     if train_set is None or test_set is None:
-        train_set, test_set = load_trainset(cfg.data, seed=cfg.seed)
+        train_set, test_set = load_trainset(cfg.data, seed=cfg.seed, limit=cfg.limit)
     arch = get_arch(cfg.arch)
     size = train_set.input.size[0]
     if cfg.init:

@@ -42,11 +42,16 @@ class TrainSet(Dataset):
 class ArraySet(TrainSet):
     """An ArrayData as normalised tensors; `extras` are per-sample arrays added to batches."""
 
-    def __init__(self, data: ArrayData, extras: dict[str, np.ndarray] | None = None):
+    def __init__(self, data: ArrayData, extras: dict[str, np.ndarray] | None = None,
+                 mean: float | None = None, std: float | None = None):
+        """`mean`/`std` override the data's own normalisation (a test set uses its training
+        set's)."""
         self.data = data
         self.classes = data.classes
+        self.mean = data.mean if mean is None else mean
+        self.std = data.std if std is None else std
         h, w = data.images.shape[1:]
-        self.input = InputSpec(size=(h, w), channels=1, mean=(data.mean,), std=(data.std,))
+        self.input = InputSpec(size=(h, w), channels=1, mean=(self.mean,), std=(self.std,))
         self.images = torch.from_numpy(np.array(data.images, copy=True))
         self.labels = torch.from_numpy(data.labels).long()
         self.extras = {k: torch.from_numpy(np.asarray(v)) for k, v in (extras or {}).items()}
@@ -57,7 +62,7 @@ class ArraySet(TrainSet):
     def __getitems__(self, idx: list[int]) -> dict:
         i = torch.as_tensor(idx, dtype=torch.long)
         x = self.images[i].unsqueeze(1).float().div_(255)
-        x = (x - self.data.mean) / self.data.std
+        x = (x - self.mean) / self.std
         return {"x": x, "y": self.labels[i], "index": i,
                 **{k: v[i] for k, v in self.extras.items()}}
 
@@ -112,20 +117,24 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
     return files, classes, skipped
 
 
-def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET) -> tuple[TrainSet, TrainSet]:
+def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET,
+                  limit: int | None = None) -> tuple[TrainSet, TrainSet]:
     """(train, test) for a named synthetic set or an ImageFolder directory.
 
     An ImageFolder with `train/` and `val/` (or `test/`) sub-folders uses them; otherwise a
-    seeded 90/10 split of its images is held out for testing.
+    seeded 90/10 split of its images is held out for testing. `limit` keeps the first N
+    training samples (the test set stays whole).
     """
     if data in SYNTHETIC:
-        return ArraySet(load_named(data, "train", seed)), ArraySet(load_named(data, "test", seed))
+        train = load_named(data, "train", seed, limit)
+        test = load_named(data, "test", seed)
+        return ArraySet(train), ArraySet(test, mean=train.mean, std=train.std)
     root = Path(data)
     held = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
     if (root / "train").is_dir() and held is not None:
         tr, classes, _ = scan_folder(root / "train")
         te, _, _ = scan_folder(held, classes)
-        return FolderSet(tr, classes, spec), FolderSet(te, classes, spec)
+        return FolderSet(tr[:limit], classes, spec), FolderSet(te, classes, spec)
     if not root.exists():
         raise ExplainError(f"--data: {data!r} is neither a known data set "
                            f"({', '.join(SYNTHETIC)}) nor a directory")
@@ -133,5 +142,5 @@ def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET) -> tuple
     order = np.random.default_rng(seed).permutation(len(files))
     n_test = max(1, len(files) // 10) if len(files) > 1 else 0
     test = [files[i] for i in order[:n_test]]
-    train = [files[i] for i in order[n_test:]]
+    train = [files[i] for i in order[n_test:]][:limit]
     return FolderSet(train, classes, spec), FolderSet(test or train, classes, spec)

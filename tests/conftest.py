@@ -14,6 +14,8 @@ from explain.models import build, get_arch
 from explain.preprocess import InputSpec
 from explain.registry import Model, create_model
 
+torch.set_num_threads(1)  # pytest -n 2 runs one worker per core; more threads only contend
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "explain" / "samples"
 FMNIST_SPEC = InputSpec(size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))

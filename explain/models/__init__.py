@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ExplainError
 from .abn import ABNResNet
+from .abn_efficientnet import ABNEfficientNetLite0
 from .attend_rectify import AttendRectifyWRN
 from .bayes_abn import BayesABNResNet
 from .cbam import CBAMResNet
@@ -72,6 +73,9 @@ ARCHS: dict[str, Arch] = {
     "abn_resnet": Arch(ABNResNet, resnet_defaults, "abn",
                        "Attention Branch Network on ResNet (Fukui et al. 2019)",
                        native={"abn": "att_map"}),
+    "abn_efficientnet_lite0": Arch(ABNEfficientNetLite0, lambda size: {"image_size": size}, "abn",
+                                   "ABN on ImageNet-pretrained EfficientNet-Lite0 (224 px RGB)",
+                                   native={"abn": "att_map"}),
     "ran": Arch(ResidualAttentionNet, ran_defaults, "ce",
                 "Residual Attention Network (Wang et al. 2017): Attention-56 at 224 px",
                 native={"ran": "layer*.mask"}),

@@ -1,0 +1,138 @@
+"""The command line end to end: real model on real photos, bad input, JSON, saved maps."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES
+
+from cli.main import main
+
+# Boxes in original-image pixels (x0, y0, x1, y1): the cat's face in chelsea.jpg (451x300,
+# background at the right edge) and the cup with its coffee in coffee.jpg (600x400).
+CAT_BOX = (40, 0, 380, 300)
+CUP_BOX = (160, 20, 440, 280)
+
+
+def run_json(capsys, *args) -> tuple[int, list[dict], str]:
+    code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def inside(pt, box) -> bool:
+    return box[0] <= pt[0] < box[2] and box[1] <= pt[1] < box[3]
+
+
+def test_photos_top1_and_gradcam_peak_on_object(tmp_path, capsys):
+    code, recs, _ = run_json(capsys, str(SAMPLES / "chelsea.jpg"), str(SAMPLES / "coffee.jpg"),
+                             "--methods", "gradcam", "--out", str(tmp_path), "--topk", "3")
+    assert code == 0
+    cat, cup = recs
+    assert 281 <= cat["topk"][0]["index"] <= 285 and "cat" in cat["topk"][0]["name"]
+    assert cup["topk"][0]["index"] == 967 and cup["topk"][0]["name"] == "espresso"
+    assert inside(cat["methods"]["gradcam"]["peak"], CAT_BOX)
+    assert inside(cup["methods"]["gradcam"]["peak"], CUP_BOX)
+    for r in recs:
+        assert len(r["topk"]) == 3
+        assert Image.open(r["methods"]["gradcam"]["overlay"]).size == (224, 224)
+        assert Image.open(r["panel"]).size[0] > 2 * 224
+
+
+def test_text_output_and_save_maps(tiny_abn_dir, tmp_path, capsys):
+    code = main([str(SAMPLES / "fmnist" / "sneaker.png"), "--model", str(tiny_abn_dir),
+                 "--out", str(tmp_path), "--save-maps", "--methods", "abn,gradcam"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out.startswith(str(SAMPLES / "fmnist" / "sneaker.png") + ": ")
+    assert "note: tiny_abn takes 28x28 grayscale input" in err
+    m = np.load(tmp_path / "sneaker_abn.npy")
+    assert m.shape == (28, 28) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
+    assert (tmp_path / "sneaker_gradcam.png").is_file() and (tmp_path / "sneaker_panel.png").is_file()
+
+
+def bad_inputs(d):
+    """The foundation issue's bad inputs, each as a file in `d`."""
+    good = d / "good.png"
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(good)
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_bytes(b"definitely not a jpeg" * 20)
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(d / "dot.png")
+    data = (SAMPLES / "coffee.jpg").read_bytes()
+    (d / "cut.jpg").write_bytes(data[: len(data) // 3])
+    Image.new("1", (30000, 30000)).save(d / "bomb.png")
+    Image.fromarray(np.full((20, 20, 3), 50, np.uint8)).convert("CMYK").save(d / "cmyk.jpg")
+    Image.fromarray((np.arange(400).reshape(20, 20) * 100).astype(np.uint16)).save(d / "deep.png")
+    Image.fromarray(np.zeros((20, 20, 4), np.uint8)).save(d / "rgba.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).convert("P").save(d / "palette.png")
+    return good
+
+
+def test_bad_files_one_line_each_others_still_run(tiny_abn_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    bad_inputs(d)
+    missing = tmp_path / "missing.png"
+    code, recs, err = run_json(capsys, str(d), str(missing), "--model", str(tiny_abn_dir),
+                               "--out", str(tmp_path / "out"), "--methods", "abn")
+    assert code == 1
+    ok = {r["image"].split("/")[-1] for r in recs if "error" not in r}
+    failed = {r["image"].split("/")[-1]: r["error"] for r in recs if "error" in r}
+    assert ok == {"good.png", "cmyk.jpg", "deep.png", "rgba.png", "palette.png"}
+    assert set(failed) == {"empty.jpg", "text.jpg", "dot.png", "cut.jpg", "bomb.png", "missing.png"}
+    err_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 6 and "Traceback" not in err
+    for name, msg in failed.items():
+        assert name in msg
+    assert "6 of 11 image(s) failed" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nosuchmodel"], "--model: unknown model 'nosuchmodel'"),
+    (["--methods", "gradkam"], "--methods: unknown method 'gradkam'"),
+    (["--methods", "abn"], "has no native 'abn' map"),
+    (["--target", "5000"], "--target: 5000 is not a class index"),
+])
+def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+    code = main([str(SAMPLES / "coffee.jpg"), "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.png"))  # failed before any work
+
+
+def test_wrong_weights_and_malicious_pickle(tmp_path, capsys, tiny_resnet_dir):
+    import pickle
+    code = main([str(SAMPLES / "coffee.jpg"), "--model", "torchvision:resnet18", "--weights",
+                 str(tiny_resnet_dir / "model.safetensors"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "weights do not fit ResNet" in err and "missing keys" in err
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('owned','w').write('x')",))
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    code = main([str(SAMPLES / "coffee.jpg"), "--model", "torchvision:resnet18", "--weights",
+                 str(evil), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "refused to load" in err and not (tmp_path / "owned").exists()
+
+
+def test_help_everywhere(capsys):
+    for cmd in ([], ["image"], ["train"], ["models"]):
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--help"])
+        assert e.value.code == 0 and "usage: explain" in capsys.readouterr().out
+
+
+def test_console_script_lists_models():
+    script = Path(sys.executable).with_name("explain")
+    out = subprocess.run([str(script), "models"], capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    assert "efficientnet_lite0" in out and "abn_resnet50" in out

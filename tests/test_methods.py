@@ -1,0 +1,124 @@
+"""Every extractor: shapes, range, finiteness, targets, hook and mode hygiene."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+from explain.methods import METHODS, Explainer
+
+OPTIONS = {"integrated_gradients": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}}
+ALL = sorted(METHODS)
+
+
+def n_hooks(net: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in net.modules())
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_shapes_range_and_targets(tiny_abn, method):
+    x = torch.randn(3, 1, 28, 28)
+    with Explainer(tiny_abn, method, **OPTIONS.get(method, {})) as ex:
+        e = ex(x)
+    assert e.maps.shape == (3, 1, 28, 28)
+    assert e.maps.min() >= 0 and e.maps.max() <= 1 and torch.isfinite(e.maps).all()
+    assert e.logits.shape == (3, 10)
+    assert torch.equal(e.targets, e.logits.argmax(1))
+    assert e.method == method
+    e2 = Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(x, targets=[1, 2, 3])
+    assert e2.targets.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_constant_image_gives_finite_maps(tiny_abn, method):
+    e = Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(torch.zeros(2, 1, 28, 28))
+    assert torch.isfinite(e.maps).all() and torch.isfinite(e.raw).all()
+    assert e.maps.min() >= 0 and e.maps.max() <= 1
+
+
+def test_abn_map_is_native_m_of_x(tiny_abn):
+    x = torch.randn(2, 1, 28, 28)
+    e = Explainer(tiny_abn, "abn")(x)
+    with torch.no_grad():
+        out = tiny_abn.net.forward_all(x)
+    assert e.raw.shape == (2, 1, 14, 14)
+    assert torch.allclose(e.raw, out.att_map)
+    assert torch.allclose(e.logits, out.logits)
+
+
+def test_gradcam_matches_definition_and_touches_no_parameter_grads(tiny_abn):
+    x = torch.randn(2, 1, 28, 28)
+    e = Explainer(tiny_abn, "gradcam")(x, targets=3)
+    net = tiny_abn.net
+    acts = {}
+    h = net.layer3.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    try:
+        logits = net(x)
+    finally:
+        h.remove()
+    g = torch.autograd.grad(logits[:, 3].sum(), acts["a"])[0]
+    expected = torch.relu((g.mean((2, 3), keepdim=True) * acts["a"]).sum(1, keepdim=True))
+    assert torch.allclose(e.raw, expected.detach(), atol=1e-5)
+    net.zero_grad(set_to_none=True)
+    Explainer(tiny_abn, "gradcam")(x)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_no_hooks_left_after_many_calls_and_after_an_exception(tiny_abn):
+    net = tiny_abn.net
+    before = n_hooks(net)
+    ex = Explainer(tiny_abn, "gradcam")
+    x = torch.randn(1, 1, 28, 28)
+    for _ in range(1000):
+        ex(x)
+    assert n_hooks(net) == before
+
+    def explode(m, i, o):
+        raise RuntimeError("boom in forward")
+    h = net.layer3.register_forward_hook(explode)
+    net.train()
+    try:
+        for method in ("gradcam", "abn", "cam"):
+            with pytest.raises(RuntimeError, match="boom"):
+                Explainer(tiny_abn, method)(x)
+    finally:
+        h.remove()
+    assert n_hooks(net) == before
+    assert net.training  # mode restored
+    assert torch.is_grad_enabled()
+
+
+def test_unknown_layer_and_method_are_clear(tiny_abn):
+    with pytest.raises(ExplainError, match="no layer 'nope'.*candidates"):
+        Explainer(tiny_abn, "gradcam", layer="nope")(torch.randn(1, 1, 28, 28))
+    with pytest.raises(ExplainError, match="unknown method 'gradkam'"):
+        Explainer(tiny_abn, "gradkam")
+
+
+def test_abn_on_a_model_without_attention_branch(tiny_resnet_dir):
+    from explain.registry import create_model
+    with pytest.raises(ExplainError, match="no native 'abn' map"):
+        Explainer(create_model(str(tiny_resnet_dir)), "abn")(torch.randn(1, 1, 28, 28))
+
+
+def test_plain_module_and_automatic_layer():
+    import torchvision
+    net = torchvision.models.resnet18(weights=None, num_classes=7).eval()
+    e = Explainer(net, "gradcam")(torch.randn(2, 3, 64, 64))
+    assert e.layer == "layer4" and e.maps.shape == (2, 1, 64, 64)
+
+
+def test_real_model_gradcam_on_photos(imagenet_model):
+    """EfficientNet-Lite0 with ImageNet weights: top-1 classes and the Grad-CAM peak."""
+    import numpy as np
+    from explain.images import load_image
+    from conftest import SAMPLES
+    xs = [imagenet_model.input(load_image(SAMPLES / f))[0] for f in ("chelsea.jpg", "coffee.jpg")]
+    e = Explainer(imagenet_model, "gradcam")(torch.stack(xs))
+    assert 281 <= e.targets[0] <= 285 and e.targets[1] == 967
+    # the espresso cup fills the centre of the crop; its peak must not be at the border
+    x, y = e.peaks()[1].tolist()
+    assert 30 < x < 194 and 0 <= y < 170
+    assert np.isfinite(e.maps.numpy()).all()
