@@ -167,3 +167,22 @@ def test_constant_prediction_model_gives_no_nan(tmp_path):
     strict_json(files["json"])
     text = summary(report) + text_table(*table_rows(report))
     assert "nan" not in text.lower() and "n/a (2 skipped)" in text
+
+
+def test_ground_truth_of_each_synthetic_kind():
+    images = torch.zeros(3, 16, 16, dtype=torch.uint8).numpy()
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[:, 4:6, 4:9] = True
+    rect = masks.clone()
+    masks[:, 5, 8] = False                       # the object's pixels: not the whole box
+    boxes = torch.tensor([[4, 4, 9, 6]] * 3).numpy()
+    spec = InputSpec(size=(16, 16), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    data = ArrayData(images, torch.zeros(3, dtype=torch.long).numpy(), ["a"], "cluttered-fmnist",
+                     boxes=boxes, masks=masks.numpy())
+    by_box = next(array_source(data, spec, gt="box").batches())
+    by_mask = next(array_source(data, spec, gt="mask").batches())
+    assert by_box.x.shape == (3, 3, 16, 16) and by_box.x.min() == -1   # black, normalised
+    assert torch.equal(by_box.regions, rect) and torch.equal(by_mask.regions, masks)
+    data.name = "decoy-fmnist"
+    decoy = next(array_source(data, spec).batches())
+    assert decoy.regions is None and torch.equal(decoy.decoys, masks)
