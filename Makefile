@@ -1,4 +1,5 @@
 # Set-up and entry points. The virtual environment lives outside the clone (it holds
+SHELL := /bin/bash
 # ~5 GB of torch) and is rebuilt only when pyproject.toml changes.
 VENV ?= $(HOME)/.cache/explain/venv
 PY := $(VENV)/bin/python
@@ -16,11 +17,11 @@ system:  ## Debian packages: Fashion-MNIST and Chromium (browser tests)
 $(STAMP):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(VENV)/bin/pip install -q -e '.[test,bench]' 2>&1 | grep -v -e "^WARNING: Location" -e "^ *$$" ; test $${PIPESTATUS[0]} -eq 0
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: system $(STAMP)
-	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+setup: system $(STAMP)  ## (re)point the environment's `explain` at this checkout
+	@out=$$($(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
 
 demo: setup  ## explain the bundled photos with the default model, and Fashion-MNIST with ABN
 	$(VENV)/bin/explain explain/samples/*.jpg --out $(OUT)
