@@ -139,6 +139,15 @@ def test_layer_picks_one_map_and_an_unknown_layer_lists_them(models, x, arch):
     assert "layer9.nope" in str(err.value) and all(l in str(err.value) for l in layers)
 
 
+@pytest.mark.parametrize("arch", list(TINY))
+def test_gradcam_runs_at_every_family_members_default_layer(models, x, arch):
+    model = models[arch]
+    with Explainer(model, "gradcam") as ex:
+        e = ex(x)
+    assert e.layer == model.cam_layer and e.maps.shape == (3, 1, 28, 28)
+    assert torch.isfinite(e.maps).all() and e.maps.max() <= 1
+
+
 def test_ran_map_is_the_channel_mean_of_the_module_mask(models, x):
     net = models["ran"].net
     with Explainer(models["ran"], "ran") as ex:

@@ -10,8 +10,8 @@ the prediction is sum_l softmax(c)_l log_softmax(o_l), a log-probability (traine
 The inter-head regulariser penalises overlapping heads of a module (see `head_overlap`).
 
 As in the official code (prlz77/attend-and-rectify), modules read the BN-ReLU-activated input
-of the last groups and the final BN-ReLU features: for 3 groups and depth 3, the inputs of
-groups 2 and 3 and the output. Each module's heads weighted by its gates, g_k H_k
+of the last groups (`actN`) and the final BN-ReLU features (`act_out`): for 3 groups and depth
+3, the inputs of groups 2 and 3 and the output. Each module's heads weighted by its gates, g_k H_k
 (B, K, h, w), are the output of `attention.I.gated_heads`, where extractor hooks read them.
 """
 from __future__ import annotations
@@ -26,37 +26,33 @@ from .stem import Stem
 
 
 class WideBlock(nn.Module):
-    """Pre-activation basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus the input
-    (projected by a 1x1 conv where the shape changes, as in the official code)."""
+    """Pre-activation basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 plus a shortcut: the
+    input itself, or a 1x1 projection of the activated input where the shape changes (as in
+    Zagoruyko's WRN). `preact=False`: the input arrives already activated (the group's
+    `actN`), so that the activation attention reads is a module output of its own."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, preact: bool = True):
         super().__init__()
-        self.bn0 = nn.BatchNorm2d(cin)
+        self.bn0 = nn.BatchNorm2d(cin) if preact else None
         self.conv0 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv1 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
                          if stride != 1 or cin != cout else None)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(block output, the block's activated input BN-ReLU(x))."""
-        a = F.relu(self.bn0(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x if self.bn0 is None else F.relu(self.bn0(x))
         z = self.conv1(F.relu(self.bn1(self.conv0(a))))
-        return z + (x if self.shortcut is None else self.shortcut(x)), a
+        return z + (x if self.shortcut is None else self.shortcut(a))
 
 
-class WideGroup(nn.ModuleList):
-    def __init__(self, cin: int, cout: int, n: int, stride: int):
-        super().__init__(WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1)
-                         for i in range(n))
+def wide_group(cin: int, cout: int, n: int, stride: int, preact: bool) -> nn.Sequential:
+    return nn.Sequential(*[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1,
+                                     preact or i > 0) for i in range(n)])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(group output, the activated group input that an attention module may read)."""
-        first, *rest = self
-        x, activated = first(x)
-        for block in rest:
-            x, _ = block(x)
-        return x, activated
+
+def bn_relu(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
 def head_overlap(heads: torch.Tensor) -> torch.Tensor:
@@ -115,9 +111,11 @@ class AttendRectifyWRN(nn.Module):
         self.num_stages = len(depths)
         cin = stem_width
         for i, (d, w) in enumerate(zip(depths, widths)):
-            setattr(self, f"layer{i + 1}", WideGroup(cin, w, d, 1 if i == 0 else 2))
+            if i:  # the first block's pre-activation, hoisted: what attention modules read
+                setattr(self, f"act{i + 1}", bn_relu(cin))
+            setattr(self, f"layer{i + 1}", wide_group(cin, w, d, 1 if i == 0 else 2, i == 0))
             cin = w
-        self.bn_out = nn.BatchNorm2d(cin)
+        self.act_out = bn_relu(cin)
         self.fc = nn.Linear(cin, num_classes)
         # Attention reads the activated inputs of the last `attention_depth - 1` groups + output.
         g = len(depths)
@@ -139,10 +137,12 @@ class AttendRectifyWRN(nn.Module):
         x = self.stem(x)
         feats = []
         for i in range(1, self.num_stages + 1):
-            x, activated = getattr(self, f"layer{i}")(x)
-            if i in self.reads_input_of:
-                feats.append(activated)
-        x = F.relu(self.bn_out(x))
+            if i > 1:
+                x = getattr(self, f"act{i}")(x)
+                if i in self.reads_input_of:
+                    feats.append(x)
+            x = getattr(self, f"layer{i}")(x)
+        x = self.act_out(x)
         feats.append(x)
         outs, reg = [], x.new_zeros(())
         for module, z in zip(self.attention, feats):

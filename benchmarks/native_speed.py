@@ -1,0 +1,109 @@
+"""Native map extraction time of the attention family as a multiple of a plain forward pass of
+the same model on the same batch, measured side by side in one process (BENCHMARKS.md,
+"Speed"; goal for RAN and CBAM: at most 1.05).
+
+Per model: a plain no-grad forward, the default native map (`Explainer(model, m)(x)`), every
+native map of the model from one pass (`all_maps`), and Grad-CAM for comparison. Calls are
+interleaved round-robin (benchmarks/speed.py) and each figure is a median after warm-up.
+Models: Attention-56 and CBAM-ResNet-50 at 224 px (batch 8, random weights), and the
+Fashion-MNIST-sized defaults of every family member (28 px, batch 256, random weights).
+
+    python benchmarks/native_speed.py [--reps 7] [--quick] [--threads N]
+
+Writes benchmarks/results/native_speed.json and native_speed.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speed import time_round_robin, to_markdown  # noqa: E402  (benchmarks/speed.py)
+
+from explain.atomic import atomic_write_text  # noqa: E402
+from explain.methods import Explainer  # noqa: E402
+from explain.models import build, get_arch  # noqa: E402
+from explain.preprocess import IMAGENET, InputSpec  # noqa: E402
+from explain.registry import Model, arch_model  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FMNIST = InputSpec(size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
+
+
+def random_model(arch: str, size: int, classes: int) -> Model:
+    torch.manual_seed(0)
+    channels = 1 if size <= 64 else 3
+    net = build(arch, get_arch(arch).kwargs(classes, channels, size)).eval()
+    spec = FMNIST if size <= 64 else IMAGENET
+    return arch_model(arch, net, arch, spec, [str(i) for i in range(classes)])
+
+
+def case(label: str, model: Model, x: torch.Tensor, reps: int) -> list[dict]:
+    net = model.net
+
+    def plain():
+        with torch.no_grad():
+            net(x)
+    fns: dict[str, Callable] = {"forward": plain}
+    for m in sorted(model.native):
+        n = len(model.native_maps(m))
+        fns[f"native {m} (default map)"] = lambda m=m: Explainer(model, m)(x)
+        if n > 1:
+            fns[f"native {m} (all {n} maps)"] = lambda m=m: Explainer(model, m).all_maps(x)
+    fns["Grad-CAM"] = lambda: Explainer(model, "gradcam")(x)
+    med = time_round_robin(fns, reps)
+    base = med["forward"]
+    rows = [{"model": label, "batch": tuple(x.shape), "method": k, "ms": round(v * 1e3, 2),
+             "ratio": round(v / base, 3)} for k, v in med.items()]
+    print(to_markdown(rows), flush=True)
+    return rows
+
+
+def measure(reps: int, quick: bool) -> list[dict]:
+    rows: list[dict] = []
+    if not quick:
+        x224 = torch.randn(8, 3, 224, 224)
+        rows += case("Attention-56 (random weights)", random_model("ran", 224, 1000), x224, reps)
+        rows += case("CBAM-ResNet-50 (random weights)", random_model("cbam_resnet", 224, 1000),
+                     x224, reps)
+    x28 = torch.randn(256, 1, 28, 28)
+    for arch, label in [("ran", "RAN small"), ("cbam_resnet", "CBAM-ResNet-20"),
+                        ("se_resnet", "SE-ResNet-20"), ("attend_rectify", "A&R WRN-22-1"),
+                        ("bayes_abn_resnet", "Bayesian ABN-ResNet-20, T=20")]:
+        rows += case(f"{label} (28 px, random weights)", random_model(arch, 28, 10), x28, reps)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="the 28 px models only")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = measure(args.reps, args.quick)
+    env = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "reps": args.reps}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "native_speed.json",
+                      json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    command = "python benchmarks/native_speed.py " + " ".join(sys.argv[1:])
+    md = (f"Written by `{command.strip()}` (torch {env['torch']}, {env['threads']} CPU "
+          f"threads; median of {args.reps} after 2 warm-up rounds, ratios to a plain no-grad "
+          "forward in the same run).\n\n" + to_markdown(rows) + "\n")
+    atomic_write_text(RESULTS / "native_speed.md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
