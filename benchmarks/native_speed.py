@@ -14,10 +14,6 @@ Writes benchmarks/results/native_speed.json and native_speed.md.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import Callable
@@ -27,15 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speed import time_round_robin, to_markdown  # noqa: E402  (benchmarks/speed.py)
+from speed import cli, time_round_robin, to_markdown  # noqa: E402  (benchmarks/speed.py)
 
-from explain.atomic import atomic_write_text  # noqa: E402
 from explain.methods import Explainer  # noqa: E402
 from explain.models import build, get_arch  # noqa: E402
 from explain.preprocess import IMAGENET, InputSpec  # noqa: E402
 from explain.registry import Model, arch_model  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 FMNIST = InputSpec(size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
 
 
@@ -84,25 +78,7 @@ def measure(reps: int, quick: bool) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="the 28 px models only")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = measure(args.reps, args.quick)
-    env = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "reps": args.reps}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "native_speed.json",
-                      json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
-    command = "python benchmarks/native_speed.py " + " ".join(sys.argv[1:])
-    md = (f"Written by `{command.strip()}` (torch {env['torch']}, {env['threads']} CPU "
-          f"threads; median of {args.reps} after 2 warm-up rounds, ratios to a plain no-grad "
-          "forward in the same run).\n\n" + to_markdown(rows) + "\n")
-    atomic_write_text(RESULTS / "native_speed.md", md)
-    print(md)
+    cli(__doc__, measure, "native_speed", 7, "the 28 px models only")
 
 
 if __name__ == "__main__":

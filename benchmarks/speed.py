@@ -135,24 +135,32 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--quick", action="store_true", help="ResNet-50 and the zoo only")
+def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps: int,
+        quick_help: str) -> None:
+    """The speed benchmarks' command line (--reps, --quick, --threads); writes
+    benchmarks/results/<stem>.json and <stem>.md, naming the command that wrote them."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = measure(args.reps, args.quick)
+    rows = measure_fn(args.reps, args.quick)
     env = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
            "threads": torch.get_num_threads(), "reps": args.reps}
     RESULTS.mkdir(parents=True, exist_ok=True)
     from explain.atomic import atomic_write_text
-    atomic_write_text(RESULTS / "speed.json", json.dumps({"env": env, "rows": rows}, indent=2))
-    md = (f"Written by `python benchmarks/speed.py --reps {args.reps}` "
+    atomic_write_text(RESULTS / f"{stem}.json", json.dumps({"env": env, "rows": rows}, indent=2))
+    command = " ".join(["python", f"benchmarks/{stem}.py", *sys.argv[1:]])
+    md = (f"Written by `{command}` "
           f"(torch {env['torch']}, {env['threads']} CPU threads; median of {args.reps}, "
           "ratios to a plain no-grad forward in the same run).\n\n" + to_markdown(rows) + "\n")
-    atomic_write_text(RESULTS / "speed.md", md)
+    atomic_write_text(RESULTS / f"{stem}.md", md)
     print(md)
+
+
+def main() -> None:
+    cli(__doc__, measure, "speed", 15, "ResNet-50 and the zoo only")
 
 
 if __name__ == "__main__":
