@@ -118,20 +118,28 @@ def subset(data: ArrayData, n: int | None, seed: int) -> ArrayData:
     return data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[:n]))
 
 
-def run_train(out: Path, data: ArrayData, test: ArrayData, epochs: int, seed: int, args) -> tuple[Path, float]:
-    """Train an ABN from scratch (reused when `out` already holds a finished checkpoint)."""
-    if (out / "card.json").is_file() and "metrics" in json.loads((out / "card.json").read_text()):
-        return out, json.loads((out / "card.json").read_text())["metrics"]["train_time_s"]
+def finished(out: Path) -> float | None:
+    """The training time of a finished run in `out` (so reruns reuse it), else None."""
+    card = out / "card.json"
+    return json.loads(card.read_text())["metrics"]["train_time_s"] if card.is_file() else None
+
+
+def run_train(out: Path, data: ArrayData, test: ArrayData, epochs: int, seed: int, args) -> float:
+    """Train an ABN from scratch; an interrupted run resumes, a finished one is reused."""
     cfg = TrainConfig(arch="abn_resnet", data=data.name, out=str(out), epochs=epochs, seed=seed,
-                      device=args.device, precision=args.precision, command=shlex.join(sys.argv))
-    t0 = time.perf_counter()
-    train(cfg, train_set=ArraySet(data), test_set=ArraySet(test), progress=args.progress)
-    return out, time.perf_counter() - t0
+                      device=args.device, precision=args.precision, resume=True,
+                      command=shlex.join(sys.argv))
+    if finished(out) is None:
+        train(cfg, train_set=ArraySet(data), test_set=ArraySet(test), progress=args.progress)
+    return finished(out)
 
 
 def run_method(method: str, base: Path, out: Path, train_data: ArrayData, test: ArrayData,
                edited: np.ndarray, base_maps: torch.Tensor, seed: int, args) -> float:
-    """Fine-tune `base` with `method` given annotations on the `edited` indices."""
+    """Fine-tune `base` with `method` given annotations on the `edited` indices (a finished
+    run in `out` is reused, an interrupted one resumes); returns the training time."""
+    if finished(out) is not None:
+        return finished(out)
     loss, overrides = METHODS[method]
     n, h, w = train_data.images.shape
     has = np.zeros(n, bool)
@@ -145,17 +153,17 @@ def run_method(method: str, base: Path, out: Path, train_data: ArrayData, test: 
     train_set = ArraySet(train_data, {"edit_map": target.numpy(), "has_edit": has})
     cfg = FinetuneConfig(gamma=args.gamma, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed,
                          device=args.device, precision=args.precision, **overrides)
-    t0 = time.perf_counter()
     if loss == "map":
-        finetune(base, out, train_set, ArraySet(test), cfg, shlex.join(sys.argv), args.progress)
+        finetune(base, out, train_set, ArraySet(test), cfg, shlex.join(sys.argv), args.progress,
+                 resume=True)
     else:
         tc = TrainConfig(arch="abn_resnet", data=train_data.name, out=str(out), epochs=cfg.epochs,
                          lr=cfg.lr, seed=seed, device=cfg.device, precision=cfg.precision,
-                         init=str(base), command=shlex.join(sys.argv))
+                         init=str(base), resume=True, command=shlex.join(sys.argv))
         fn = rrr_loss if loss == "rrr" else hint_loss
         lam = args.rrr_lambda if loss == "rrr" else args.hint_lambda
         train(tc, {"lam": lam}, train_set, ArraySet(test), progress=args.progress, loss_fn=fn)
-    return time.perf_counter() - t0
+    return finished(out)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -237,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         test = subset(decoy_fmnist("test", seed), args.test_limit, seed)
         clean = subset(fashion_mnist("train"), args.train_limit, seed)
         work = Path(args.work) / tag / f"seed{seed}"
-        base, t = run_train(work / "decoy", decoy, test, args.epochs, seed, args)
+        base, ref = work / "decoy", work / "clean"
+        t = run_train(base, decoy, test, args.epochs, seed, args)
         rows.append({"method": "decoy (no fix)", "n": None, "seed": seed, "time_s": t, **scores(base, test)})
-        ref, t = run_train(work / "clean", clean, test, args.epochs, seed, args)
+        t = run_train(ref, clean, test, args.epochs, seed, args)
         rows.append({"method": "clean", "n": None, "seed": seed, "time_s": t, **scores(ref, test)})
         net, _ = load_checkpoint(base)
         base_maps, _ = abn_maps(net, decoy)
@@ -247,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         for n_txt in args.n.split(","):
             n = len(decoy) if n_txt == "all" else min(int(n_txt), len(decoy))
             for method in methods:
-                dst = work / f"{method}-n{n}-g{args.gamma}-ft{args.ft_epochs}"
+                lam = {"rrr": f"-l{args.rrr_lambda}", "hint": f"-l{args.hint_lambda}"}.get(method, "")
+                dst = work / f"{method}-n{n}-g{args.gamma}-e{args.ft_epochs}-lr{args.ft_lr}{lam}"
                 t = run_method(method, base, dst, decoy, test, order[:n], base_maps, seed, args)
                 rows.append({"method": method, "n": n, "seed": seed, "time_s": t, **scores(dst, test)})
                 print(f"seed {seed} {method:15} N={n:6}: accuracy {rows[-1]['accuracy']:.2%}, "

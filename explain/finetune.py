@@ -168,9 +168,10 @@ def exclude(data: TrainSet, paths: list[str]) -> TrainSet:
 
 def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSet,
              test_set: TrainSet, cfg: FinetuneConfig, command: str = "",
-             progress: bool = True) -> Path:
+             progress: bool = True, resume: bool = False) -> Path:
     """Fine-tune the ABN checkpoint `init` on `train_set` (batches may carry edit_map and
-    has_edit) with the map loss; writes the new checkpoint + card to `out`."""
+    has_edit) with the map loss; writes the new checkpoint + card to `out` (`resume`
+    continues an interrupted run there)."""
     card = read_card(init)
     if card.get("arch") != "abn_resnet":
         raise ExplainError(f"--model {init}: architecture {card.get('arch')!r} has no attention "
@@ -179,7 +180,7 @@ def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSe
                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                      device=cfg.device, precision=cfg.precision, augment=cfg.augment,
                      init=str(init), arch_kwargs={"residual": cfg.perception == "residual"},
-                     command=command)
+                     resume=resume, command=command)
     return train(tc, {"gamma": cfg.gamma}, train_set, test_set,
                  trainable=freeze_features if cfg.freeze_features else None, progress=progress)
 

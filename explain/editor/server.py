@@ -116,8 +116,8 @@ class EditorSession:
             edit, edited, warning = None, None, "stored edit has another map size; not applied"
         return {"index": i, "name": it.path.name, "path": str(it.path), "label": it.label,
                 "height": original.shape[0], "width": original.shape[1],
-                "original": original.round(5).tolist(),
-                "edited": None if edited is None else edited.round(5).tolist(),
+                "original": original.tolist(),  # exact float32 values: untouched pixels
+                "edited": None if edited is None else edited.tolist(),  # save back unchanged
                 "revision": edit.revision if edit else 0, "warning": warning,
                 "topk": self.ranked(probs)}
 

@@ -1,0 +1,1 @@
+"""The browser attention-map editor: `server.py` (Flask app) and its static page."""
