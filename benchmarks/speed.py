@@ -43,7 +43,7 @@ def peers(net: nn.Module, layer: str) -> dict[str, Callable[[torch.Tensor], obje
     try:
         from pytorch_grad_cam import GradCAM as PGC
         pgc = PGC(model=net, target_layers=[module])
-        out["pytorch-grad-cam"] = lambda x: pgc(input_tensor=x)
+        out["pytorch-grad-cam"] = lambda x: pgc(input_tensor=x, targets=None)
     except ImportError:
         pass
     try:
