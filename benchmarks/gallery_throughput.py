@@ -8,8 +8,11 @@ On N Fashion-MNIST test images written as PNGs to a temporary ImageFolder, with 
   contact sheet (decoding in DataLoader workers, PNG writing on threads).
 
 Each measurement runs in a fresh process (so peak RSS is its own), bare and gallery runs
-alternating, and the ratio is taken from medians over the repetitions: these machines are
-shared and noisy. Peak RSS is compared for galleries of the small and the full count.
+alternating; the share is the median over repetitions of gallery / bare, each pair measured
+back to back (these machines are shared and noisy; the load average is recorded with each
+run). CPU seconds an image (user + system, loader workers included) are reported too: they
+do not depend on what else the machine is doing. Peak RSS is compared for galleries of the
+small and the full count.
 Uses the embedded `abn` model when it is there, else a small untrained ABN-ResNet-20.
 
 Then the page itself: index.html with 10,000 rows (synthetic, all showing one tile) opened
@@ -83,6 +86,12 @@ def peak_rss_mb() -> dict:
             "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb}
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process and its finished children (loader workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child(args: argparse.Namespace) -> dict:
     """One measurement, in this (fresh) process."""
     import torch
@@ -98,7 +107,7 @@ def child(args: argparse.Namespace) -> dict:
     if args.child == "bare":
         x = torch.stack([model.input(load_image(it.path))[0] for it in items])
         explain_batch(model, x[:args.batch_size], methods)  # warm-up
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         for i in range(0, len(x), args.batch_size):
             expl = explain_batch(model, x[i:i + args.batch_size], methods)
             [e.maps.cpu() for e in expl.values()]
@@ -109,16 +118,18 @@ def child(args: argparse.Namespace) -> dict:
                        title="benchmark")
         scratch = Path(args.scratch)
         build_gallery(model, items[:args.batch_size], scratch / "warmup", opts)  # warm-up
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         summary = build_gallery(model, items, scratch / "gallery", opts)
         seconds = time.perf_counter() - start
         assert summary.rows == len(items) and not summary.errors, summary
     return {"kind": args.child, "n": len(items), "seconds": seconds,
             "images_per_s": len(items) / seconds, "rss_mb": peak_rss_mb(),
+            "cpu_ms_per_image": (cpu_seconds() - cpu) / len(items) * 1000,
             "threads": torch.get_num_threads()}
 
 
 def measure(kind: str, n: int, args: argparse.Namespace, images: Path, model: str) -> dict:
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="gallery-bench-") as scratch:
         cmd = [sys.executable, __file__, "--child", kind, "--n", str(n), "--images", str(images),
                "--model", model, "--methods", args.methods, "--batch-size", str(args.batch_size),
@@ -127,8 +138,10 @@ def measure(kind: str, n: int, args: argparse.Namespace, images: Path, model: st
     if done.returncode:
         raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_before"], result["load_after"] = load, os.getloadavg()[0]
     print(f"  {kind:8s} n={n:5d}  {result['images_per_s']:7.1f} img/s  "
-          f"peak RSS {result['rss_mb']['main']:.0f} MB", flush=True)
+          f"{result['cpu_ms_per_image']:5.2f} CPU ms/img  peak RSS {result['rss_mb']['main']:.0f} MB"
+          f"  (load {load:.1f} -> {result['load_after']:.1f})", flush=True)
     return result
 
 
@@ -192,13 +205,16 @@ def report(doc: dict) -> str:
         "|---|---|---|",
         f"| bare model + maps, {doc['images']} images | {s['bare_images_per_s']:.1f} img/s | |",
         f"| gallery end to end, {doc['images']} images | {s['gallery_images_per_s']:.1f} img/s | |",
-        f"| gallery / bare | {s['share']:.1%} | >= 85% |",
+        f"| gallery / bare (median of back-to-back pairs) | {s['share']:.1%} | >= 85% |",
+        f"| CPU per image: bare / gallery | {s['bare_cpu_ms']:.2f} / {s['gallery_cpu_ms']:.2f} ms "
+        f"({s['cpu_share']:.1%} of the gallery's CPU is the model + maps) | |",
         f"| peak RSS, {doc['small']} images | {s['rss_small_mb']:.0f} MB | |",
         f"| peak RSS, {doc['images']} images | {s['rss_full_mb']:.0f} MB | |",
         f"| RSS growth {doc['small']} -> {doc['images']} | {s['rss_growth']:+.1%} | within 10% |",
         "",
-        "Per repetition (bare, gallery img/s): " + ", ".join(
-            f"({b:.0f}, {g:.0f})" for b, g in zip(s["bare_runs"], s["gallery_runs"])),
+        "Per repetition (bare img/s, gallery img/s, load average): " + ", ".join(
+            f"({b['images_per_s']:.0f}, {g['images_per_s']:.0f}, {b['load_before']:.1f})"
+            for b, g in zip(doc["runs"]["bare"], doc["runs"]["gallery"])),
         "",
     ]
     t = doc.get("page")
@@ -259,14 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "bare_images_per_s": med(bare, lambda r: r["images_per_s"]),
         "gallery_images_per_s": med(full, lambda r: r["images_per_s"]),
-        "bare_runs": [r["images_per_s"] for r in bare],
-        "gallery_runs": [r["images_per_s"] for r in full],
+        "share": statistics.median(g["images_per_s"] / b["images_per_s"]
+                                   for b, g in zip(bare, full)),
+        "bare_cpu_ms": med(bare, lambda r: r["cpu_ms_per_image"]),
+        "gallery_cpu_ms": med(full, lambda r: r["cpu_ms_per_image"]),
         "rss_small_mb": rss_small, "rss_full_mb": rss_full,
         "worker_rss_small_mb": med(small, lambda r: r["rss_mb"]["workers"]),
         "worker_rss_full_mb": med(full, lambda r: r["rss_mb"]["workers"]),
         "rss_growth": rss_full / rss_small - 1,
     }
-    summary["share"] = summary["gallery_images_per_s"] / summary["bare_images_per_s"]
+    summary["cpu_share"] = summary["bare_cpu_ms"] / summary["gallery_cpu_ms"]
     doc = {"command": "python benchmarks/gallery_throughput.py " + " ".join(sys.argv[1:]),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                       f"load average {os.getloadavg()[0]:.1f} at the end",
