@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from explain.edits import EditStore, import_files
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     stale = [why for i in range(len(session.items)) if (why := session.stored(i)[1])]
     for why in stale:
         print(f"warning: {why}; not applied (the page says so; saving replaces it)", file=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
     server = EditorServer(session, args.port).start()
     print(f"editing {len(session.items)} image(s); edits go to {store.root}")
     print(f"open {server.url}")
