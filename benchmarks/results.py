@@ -51,7 +51,7 @@ def zoo_models() -> tuple[list[str], list[str]]:
         if data == DATA:
             chosen.append(name)
         else:
-            others.append(f"`{name}` (trained on {data or 'an unrecorded data set'})")
+            others.append(f"`{name}` ({'trained on ' + data if data else 'no data set on its registry card'})")
     return chosen, others
 
 
