@@ -33,8 +33,7 @@ def map_loss(att: torch.Tensor, edit: torch.Tensor, has_edit: torch.Tensor) -> t
 
 def abn_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: dict,
              gamma: float = 0.0) -> LossOut:
-    net = model.module if hasattr(model, "module") else model  # DDP
-    out = net.forward_all(x)
+    out = model(x, outputs="all")  # through forward: a DDP wrapper must see the call
     l_att = F.cross_entropy(out.att_logits, y)
     l_per = F.cross_entropy(out.logits, y)
     loss = l_att + l_per

@@ -78,5 +78,9 @@ class ABNResNet(ResNet):
                                                 align_corners=False)
         return ABNOutput(self.perceive(g, m if att is None else att), att_logits, m)
 
-    def forward(self, x: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_all(x, att).logits
+    def forward(self, x: torch.Tensor, att: torch.Tensor | None = None,
+                outputs: str = "logits") -> torch.Tensor | ABNOutput:
+        """Perception logits; `outputs="all"` returns the ABNOutput (the trainer asks for it
+        through forward, so that a DDP wrapper sees the call and synchronises gradients)."""
+        out = self.forward_all(x, att)
+        return out if outputs == "all" else out.logits
