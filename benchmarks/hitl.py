@@ -208,18 +208,19 @@ def markdown(doc: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for r in doc["summary"]:
         share = "-" if r["n"] in (None, 0) else f"{r['n'] / doc['train_images']:.1%}"
+        sd = (lambda k, fmt: f" ± {r[k + '_sd']:{fmt}}" if r["seeds"] > 1 else "")
         lines.append(f"| {r['method']} | {r['n'] if r['n'] is not None else '-'} | {share} | "
-                     f"{r['accuracy']:.2%} ± {r['accuracy_sd']:.2%} | "
-                     f"{r['edited_accuracy']:.2%} ± {r['edited_accuracy_sd']:.2%} | "
-                     f"{r['wr']:.1f} ± {r['wr_sd']:.1f} | "
-                     f"{r['time_s']:.0f} s |")
+                     f"{r['accuracy']:.2%}{sd('accuracy', '.2%')} | "
+                     f"{r['edited_accuracy']:.2%}{sd('edited_accuracy', '.2%')} | "
+                     f"{r['wr']:.1f}{sd('wr', '.1f')} | {r['time_s']:.0f} s |")
     lines += ["", "Methods: `decoy (no fix)` and `clean` are ABNs trained from scratch on decoy "
               "and clean data. `paper` = Mitsuhara et al.: map loss, g' = (1 + M) g, feature "
               "extractor frozen; `-unfrozen` trains it too; `mask` uses g' = M g (no residual). "
               "`rrr` / `hint` fine-tune the same decoy-trained ABN with their losses on the same "
               "N annotations. `accuracy, test maps edited`: every test image's map edited to "
               "M (1 - E) (its decoy removed) and the perception branch re-run with it, as in "
-              "the editor. ± is the standard deviation over seeds."]
+              "the editor. ± is the standard deviation over seeds (shown with 2 or more). Wall "
+              "time: the training's own measurement, on a machine shared with other jobs."]
     return "\n".join(lines) + "\n"
 
 
