@@ -57,9 +57,8 @@ METHODS = {  # name -> (loss, fine-tune config overrides)
 def rrr_loss(model, x: torch.Tensor, y: torch.Tensor, batch: dict, lam: float = 1.0) -> LossOut:
     """ABN loss + lam * ||E * d(sum_k log p_k)/dx||^2 on annotated samples (Ross et al.);
     `edit_map` carries the wrong-reason mask E here, so that augmentation moves it with x."""
-    net = model.module if hasattr(model, "module") else model
     x = x.detach().requires_grad_(True)
-    out = net.forward_all(x)
+    out = model(x, outputs="all")  # through forward, so that a DDP wrapper sees the call
     base = F.cross_entropy(out.att_logits, y) + F.cross_entropy(out.logits, y)
     grad = torch.autograd.grad(F.log_softmax(out.logits.float(), 1).sum(), x, create_graph=True)[0]
     w = batch["has_edit"].float()
@@ -75,7 +74,7 @@ def hint_loss(model, x: torch.Tensor, y: torch.Tensor, batch: dict, lam: float =
     acts: dict[str, torch.Tensor] = {}
     hook = net.stage(net.num_stages).register_forward_hook(lambda m, i, o: acts.update(a=o))
     try:
-        out = net.forward_all(x)
+        out = model(x, outputs="all")
     finally:
         hook.remove()
     a = acts["a"]

@@ -9,8 +9,9 @@ from pathlib import Path
 from explain.datasets import SYNTHETIC
 from explain.edits import EditStore, model_id
 from explain.errors import ExplainError
-from explain.finetune import (EditedSet, FinetuneConfig, align_classes, checkpoint_dir, exclude,
-                              finetune, limit, load_edited, measure, report, write_report)
+from explain.finetune import (EditedSet, FinetuneConfig, abn_card, align_classes, checkpoint_dir,
+                              exclude, finetune, limit, load_edited, measure, report,
+                              write_report)
 from explain.registry import create_model
 from explain.trainsets import load_trainset
 
@@ -55,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     init = checkpoint_dir(args.model)
+    abn_card(init)
     model = create_model(str(init))
     if args.gamma < 0:
         raise ExplainError(f"--gamma: {args.gamma} must not be negative")

@@ -24,6 +24,8 @@ from .edits import Edit, EditStore, class_key
 from .errors import ExplainError
 from .explanation import upsample
 from .losses import map_loss
+from .models import get_arch
+from .models.abn import ABNResNet
 from .pipeline import prepare
 from .registry import ALIASES, ZOO, Model
 from .train import TrainConfig, train
@@ -166,21 +168,29 @@ def exclude(data: TrainSet, paths: list[str]) -> TrainSet:
                      data.classes, data.input)
 
 
+def abn_card(init: str | os.PathLike) -> dict:
+    """The model card of `init`, which must be an ABN-ResNet (the editable maps and the
+    feature extractor frozen here are that architecture's)."""
+    card = read_card(init)
+    if not issubclass(get_arch(card.get("arch", "")).cls, ABNResNet):
+        raise ExplainError(f"--model {init}: architecture {card.get('arch')!r} is not an "
+                           "ABN-ResNet; fine-tuning on edited maps needs one (e.g. abn_resnet)")
+    return card
+
+
 def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSet,
              test_set: TrainSet, cfg: FinetuneConfig, command: str = "",
              progress: bool = True, resume: bool = False) -> Path:
     """Fine-tune the ABN checkpoint `init` on `train_set` (batches may carry edit_map and
     has_edit) with the map loss; writes the new checkpoint + card to `out` (`resume`
     continues an interrupted run there)."""
-    card = read_card(init)
-    if card.get("arch") != "abn_resnet":
-        raise ExplainError(f"--model {init}: architecture {card.get('arch')!r} has no attention "
-                           "branch; fine-tuning on edited maps needs an ABN (abn_resnet)")
+    card = abn_card(init)
+    residual = cfg.perception == "residual"
+    overrides = {} if card["arch_kwargs"].get("residual", True) == residual else {"residual": residual}
     tc = TrainConfig(arch=card["arch"], data=card.get("data", ""), out=str(out),
                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                      device=cfg.device, precision=cfg.precision, augment=cfg.augment,
-                     init=str(init), arch_kwargs={"residual": cfg.perception == "residual"},
-                     resume=resume, command=command)
+                     init=str(init), arch_kwargs=overrides, resume=resume, command=command)
     return train(tc, {"gamma": cfg.gamma}, train_set, test_set,
                  trainable=freeze_features if cfg.freeze_features else None, progress=progress)
 

@@ -138,7 +138,8 @@ def test_finetune_command_writes_checkpoint_and_report(tiny_abn_dir, fmnist_pngs
     assert (out / "model.safetensors").is_file() and (out / "card.json").is_file()
 
 
-def test_finetune_command_refuses_unusable_edits(tiny_abn_dir, fmnist_pngs, tmp_path, capsys):
+def test_finetune_command_refuses_unusable_edits(tiny_abn_dir, tiny_resnet_dir, fmnist_pngs,
+                                                 tmp_path, capsys):
     store = EditStore(tmp_path / "edits")
     z = np.zeros((28, 28), np.float32)
     store.save(fmnist_pngs / "bag" / "bag_3.png", "other@0", 8, z, z)
@@ -149,3 +150,6 @@ def test_finetune_command_refuses_unusable_edits(tiny_abn_dir, fmnist_pngs, tmp_
     assert not (tmp_path / "ft").exists()
     rc = main(["finetune", "--model", str(tmp_path), "--edits", str(tmp_path / "edits")])
     assert rc == 1 and "not a checkpoint folder" in capsys.readouterr().err
+    rc = main(["finetune", "--model", str(tiny_resnet_dir), "--edits", str(tmp_path / "edits")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "is not an ABN-ResNet" in err
