@@ -4,8 +4,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 
 _UMASK = os.umask(0)
@@ -43,3 +44,35 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_files(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write many small files, each all-or-nothing (temp file + `os.replace`), without fsync.
+
+    For bulk outputs that a journal or a re-run can vouch for (gallery tiles): plain os calls
+    cost a third of `atomic_write_bytes` a file, which matters at thousands of files. The
+    temp name is unique to this thread, so concurrent writers never share one.
+    """
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    folders: set[str] = set()
+    for path, data in files:
+        path = os.fspath(path)
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            os.makedirs(folder or ".", exist_ok=True)
+            folders.add(folder)
+        tmp = os.path.join(folder, f".{name}.{tag}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # less the umask
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
