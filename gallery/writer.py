@@ -17,7 +17,7 @@ import torch
 from explain.atomic import atomic_write_files
 from explain.errors import ExplainError
 from explain.explanation import Explanation
-from explain.render import overlay, png_bytes, upscale_views
+from explain.render import bars, overlay, png_bytes, upscale_views
 
 INPUT = "input"
 SMALL = 64  # px: tiles up to this side are stored without compression
@@ -47,7 +47,8 @@ def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
                 expl: dict[str, Explanation]) -> list[dict]:
     """Write the input tile and one overlay per method for each row; fill in their paths."""
     tiles = {INPUT: upscale_views(views, style.size)}
-    tiles.update({m: overlay(views, e.maps, style.alpha, style.cmap, style.size)
+    tiles.update({m: bars(e.raw, style.size) if e.raw.ndim == 2 else  # SE: vectors, not maps
+                  overlay(views, e.maps, style.alpha, style.cmap, style.size)
                   for m, e in expl.items()})
     files = []
     for key, full in tiles.items():

@@ -7,10 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cli.main import main
+from conftest import tiny_checkpoint
 from explain.errors import ExplainError
+from explain.registry import create_model
 from gallery.build import Options, build_gallery
 from gallery.inputs import class_index, collect
 from gallery.manifest import Journal, read_rows, shard_path
@@ -96,6 +100,17 @@ def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tm
     assert (out / "contact-sheet.png").stat().st_size > 0
     page = (out / "index.html").read_text()
     assert rows[3]["files"]["gradcam"] in page and "</script>" in page
+
+
+def test_vector_maps_become_bar_charts(folder, tmp_path):
+    """SE excitations are vectors, not maps: their column shows bar charts."""
+    model = create_model(str(tiny_checkpoint(tmp_path / "se", arch="se_resnet")))
+    out = tmp_path / "g"
+    build_gallery(model, collect(str(folder), limit=4), out, options(methods=["se", "gradcam"]))
+    row = read_rows(out)[0]
+    white = {k: (np.asarray(Image.open(out / row["files"][k])) == 255).all(-1).mean()
+             for k in ("input", "se", "gradcam")}
+    assert white["se"] > 0.2 and white["input"] < 0.05 and white["gradcam"] < 0.05
 
 
 def test_resume_skips_finished_rows_and_retries_failed(tiny_abn, folder, tmp_path):
