@@ -49,8 +49,7 @@ def attend_rectify_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
                         ) -> LossOut:
     """NLL of the gated log-probability mixture plus the inter-head regulariser (already
     weighted by the model's `reg_weight`), as in the official Attend-and-Rectify code."""
-    net = model.module if hasattr(model, "module") else model  # DDP
-    out = net.forward_parts(x)
+    out = model(x, outputs="all")  # through forward, as abn_loss
     nll = F.nll_loss(out.logits, y)
     loss = nll + out.reg
     return loss, out.logits, {"nll": nll.item(), "reg": out.reg.item()}

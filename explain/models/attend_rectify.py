@@ -155,5 +155,8 @@ class AttendRectifyWRN(nn.Module):
         logits = (F.log_softmax(outputs.float(), dim=2) * gates.float()[:, :, None]).sum(1)
         return AROutput(logits, outputs, gates, reg * self.reg_weight / len(self.attention))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_parts(x).logits
+    def forward(self, x: torch.Tensor, outputs: str = "logits") -> torch.Tensor | AROutput:
+        """Mixture log-probabilities; `outputs="all"` returns the AROutput (the trainer asks
+        for it through forward, so that a DistributedDataParallel wrapper sees the call)."""
+        out = self.forward_parts(x)
+        return out if outputs == "all" else out.logits
