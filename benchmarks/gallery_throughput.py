@@ -101,6 +101,8 @@ def child(args: argparse.Namespace) -> dict:
     from gallery.build import Options, build_gallery
     from gallery.inputs import collect
     from gallery.writer import Style
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_model(args.model)
     methods = args.methods.split(",")
     items = collect(args.images, args.n)
@@ -133,7 +135,8 @@ def measure(kind: str, n: int, args: argparse.Namespace, images: Path, model: st
     with tempfile.TemporaryDirectory(prefix="gallery-bench-") as scratch:
         cmd = [sys.executable, __file__, "--child", kind, "--n", str(n), "--images", str(images),
                "--model", model, "--methods", args.methods, "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers), "--scratch", scratch]
+               "--workers", str(args.workers), "--scratch", scratch,
+               "--threads", str(args.threads or 0)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
@@ -198,7 +201,8 @@ def report(doc: dict) -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"Machine: {doc['machine']}; model `{doc['model']}`; methods {doc['methods']}; "
-        f"batch {doc['batch_size']}; {doc['workers']} loader worker(s); {doc['reps']} "
+        f"batch {doc['batch_size']}; {doc['threads']} torch thread(s); {doc['workers']} loader "
+        f"worker(s); {doc['reps']} "
         "repetitions, medians.",
         "",
         "| measure | value | goal |",
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own, "
+                                               "which OMP_NUM_THREADS changes)")
     p.add_argument("--page-rows", type=int, default=10_000, help="rows of the timed page")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file stem")
     p.add_argument("--child", choices=["bare", "gallery"], help=argparse.SUPPRESS)

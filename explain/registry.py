@@ -111,8 +111,7 @@ def _zoo_entries() -> dict[str, Entry]:
     for card_path in sorted(ZOO.glob(f"*/{CARD}")):
         card = json.loads(card_path.read_text())
         name = card_path.parent.name
-        acc = card.get("metrics", {}).get("test_accuracy")
-        desc = f"{card['arch']} on {card['data']}" + (f", test accuracy {acc:.2%}" if acc else "")
+        desc = f"{card['arch']} on {card['data']}, {card.get('epochs', '?')} epochs"
         out[name] = Entry(lambda w, d=card_path.parent, n=name: from_checkpoint(d, w, n), desc, card)
     return out
 
@@ -225,5 +224,19 @@ def list_models() -> list[dict]:
             "classes": len(card["classes"]) if card.get("classes") else card.get("num_classes", 1000),
             "native_maps": sorted(arch.native) if arch else [],
             "test_accuracy": card.get("metrics", {}).get("test_accuracy"),
+            "data": card.get("data"), "arch": card.get("arch"), "epochs": card.get("epochs"),
         })
+    _add_baseline_delta(rows)
     return rows
+
+
+def _add_baseline_delta(rows: list[dict]) -> None:
+    """Accuracy minus that of the plain ResNet trained on the same data (percentage points):
+    an attention architecture is worth its cost only if it keeps up with the plain baseline."""
+    plain = {r["data"]: r["test_accuracy"] for r in rows
+             if r["arch"] == "resnet" and r["test_accuracy"] is not None}
+    for r in rows:
+        base = plain.get(r["data"])
+        r["vs_plain"] = (round(100 * (r["test_accuracy"] - base), 2)
+                         if base is not None and r["test_accuracy"] is not None
+                         and r["arch"] != "resnet" else None)

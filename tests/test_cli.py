@@ -136,3 +136,14 @@ def test_console_script_lists_models():
     out = subprocess.run([str(script), "models"], capture_output=True, text=True, check=True,
                          timeout=300).stdout
     assert "efficientnet_lite0" in out and "abn_resnet50" in out
+
+
+def test_models_json_compares_each_zoo_model_with_the_plain_resnet(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    plain = rows["resnet20_fmnist"]["test_accuracy"]
+    abn = rows["abn_resnet20_fmnist"]
+    assert 0.9 < plain < 1 and abn["aliases"] == ["abn"]
+    assert abn["vs_plain"] == pytest.approx(100 * (abn["test_accuracy"] - plain), abs=0.01)
+    assert rows["resnet20_fmnist"]["vs_plain"] is None  # the baseline itself
+    assert rows["efficientnet_lite0"]["vs_plain"] is None  # nothing measured
