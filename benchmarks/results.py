@@ -1,12 +1,13 @@
 """Generates benchmarks/RESULTS.md, the project's results report; never edit that file by hand.
 
 Sections:
-- explanation metrics (BENCHMARKS.md, "Explanation metrics") for every zoo model trained on
-  Cluttered-FashionMNIST (card "data": cluttered-fmnist) and every method it supports, on
-  the first --limit images of the Cluttered-FashionMNIST test split; per-model JSON, CSV and
-  plots under benchmarks/results/eval/MODEL/. Zoo models trained on other data are listed
-  and not evaluated: the localisation set's 64 px canvases with clutter are not their input,
-  so their scores would measure the distribution shift, not the explanations.
+- explanation metrics (BENCHMARKS.md, "Explanation metrics") for every zoo model and every
+  method it supports, on the first --limit test images of the set it was trained on:
+  Cluttered-FashionMNIST (with the pointing games against the object boxes) or
+  Fashion-MNIST (no boxes: faithfulness and sanity only). Each model is scored on its own
+  input distribution; the cluttered 64 px canvases would measure a 28 px model's
+  distribution shift, not its explanations. Per-model JSON, CSV and plots go under
+  benchmarks/results/eval/MODEL/.
 - the speed table (BENCHMARKS.md, "Speed"), measured in this run by benchmarks/speed.py;
 - the human-in-the-loop table from benchmarks/results/hitl.json (written by
   benchmarks/hitl.py), when that file exists.
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,23 +37,42 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 from cli.eval_cmd import resolve_methods  # noqa: E402
 from explain.atomic import atomic_write_text  # noqa: E402
-from explain.datasets import cluttered_fmnist  # noqa: E402
+from explain.datasets import load_named  # noqa: E402
 from explain.metrics import Report, array_source, evaluate  # noqa: E402
 from explain.metrics.report import (SANITY_LIMIT, markdown_table, sanity_failures,  # noqa: E402
                                     summary, table_rows, write_outputs)
 from explain.registry import create_model, registry  # noqa: E402
 
-DATA = "cluttered-fmnist"
 RESULTS = BENCH / "results"
 
 
-def zoo_models() -> tuple[list[str], list[str]]:
-    """(zoo models trained on the cluttered set, lines for the others saying why not)."""
-    chosen, others = [], []
+@dataclass(frozen=True)
+class EvalSet:
+    """A data set the zoo models are scored on, and what its ground truth allows."""
+    data: str
+    title: str
+    about: str  # what is measured, for the section's first paragraph
+
+
+EVAL_SETS = [
+    EvalSet("cluttered-fmnist", "Explanation metrics on Cluttered-FashionMNIST",
+            "64x64 canvases with clutter, seed 0; pointing games against the object's box "
+            "(within 4 px, per-class mean)"),
+    EvalSet("fashion-mnist", "Faithfulness on Fashion-MNIST (every architecture of the zoo)",
+            "28x28, the models' own test set; no object boxes (the garment fills the image), "
+            "so no pointing games: deletion/insertion, average drop/increase and the sanity "
+            "check compare each native map with the CAM family on the same model"),
+]
+
+
+def zoo_models() -> tuple[dict[str, list[str]], list[str]]:
+    """({data set: zoo models trained on it}, lines for the others saying why not)."""
+    chosen: dict[str, list[str]] = {s.data: [] for s in EVAL_SETS}
+    others = []
     for name, entry in registry().items():
         data = entry.card.get("data")
-        if data == DATA:
-            chosen.append(name)
+        if data in chosen:
+            chosen[data].append(name)
         else:
             others.append(f"`{name}` ({'trained on ' + data if data else 'no data set on its registry card'})")
     return chosen, others
@@ -74,39 +97,63 @@ def goal_lines(report: Report) -> list[str]:
     return out
 
 
-def metrics_section(args: argparse.Namespace) -> str:
-    names, others = (args.models.split(","), []) if args.models else zoo_models()
-    lines = ["## Explanation metrics on Cluttered-FashionMNIST", "",
-             f"Protocols: shared BENCHMARKS.md. First {args.limit} test images (64x64, seed 0); "
-             f"deletion/insertion in {args.steps} steps; pointing game within 4 px of the box "
-             "(per-class mean); sanity check (cascading randomisation, top first) on "
-             f"{args.sanity_images} images. Cells: mean [95% bootstrap interval]; arrows say "
-             "which direction is better.", ""]
-    if not names:
-        lines += ["No zoo model is trained on cluttered-fmnist yet (`explain train --data "
-                  "cluttered-fmnist --out explain/zoo/NAME_cluttered`); nothing to evaluate.", ""]
-    data = cluttered_fmnist("test") if names else None
-    goals: list[str] = []
-    for name in names:
-        model = create_model(name)
-        supported = resolve_methods("all", model.native)  # each model: what it supports
-        methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
-        report = evaluate(model, array_source(data, model.input, args.batch_size, "box", args.limit),
-                          methods, steps=args.steps, sanity_images=args.sanity_images,
-                          precision=args.precision)
-        files = write_outputs(report, Path(args.eval_dir) / model.name)
-        acc = model.card.get("metrics", {}).get("test_accuracy")
-        lines += [f"### {model.name}", "",
-                  f"{model.card.get('arch', '?')}, trained on {model.card.get('data', '?')}"
-                  + (f", test accuracy {acc:.2%}" if acc is not None else "") + ".", "",
-                  "```", summary(report), "```", "", markdown_table(*table_rows(report)), ""]
-        lines += [f"![{model.name}: {k}]({Path(os.path.relpath(f, Path(args.out).parent)).as_posix()})"
-                  for k, f in files.items() if f.suffix == ".png"] + [""]
-        goals += goal_lines(report)
+def model_section(name: str, data_name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """One model's table, plots and files (every method it supports, or --methods'), and its
+    goal lines; runs in a worker process under --jobs."""
+    torch.set_num_threads(args.threads)
+    model = create_model(name)
+    supported = resolve_methods("all", model.native)
+    methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
+    data = load_named(data_name, "test", limit=args.limit)
+    report = evaluate(model, array_source(data, model.input, args.batch_size, "box", args.limit),
+                      methods, steps=args.steps, sanity_images=args.sanity_images,
+                      precision=args.precision, progress=args.jobs == 1)
+    files = write_outputs(report, Path(args.eval_dir) / model.name)
+    acc = model.card.get("metrics", {}).get("test_accuracy")
+    lines = [f"### {model.name}", "",
+             f"{model.card.get('arch', '?')}, trained on {model.card.get('data', '?')}"
+             + (f", test accuracy {acc:.2%}" if acc is not None else "") + ".", "",
+             "```", summary(report), "```", "", markdown_table(*table_rows(report)), ""]
+    lines += [f"![{model.name}: {k}]({Path(os.path.relpath(f, Path(args.out).parent)).as_posix()})"
+              for k, f in files.items() if f.suffix == ".png"] + [""]
+    print(f"evaluated {name} on {data_name}", file=sys.stderr, flush=True)
+    return lines, goal_lines(report) if data_name == "cluttered-fmnist" else []
+
+
+def metrics_sections(args: argparse.Namespace) -> str:
+    if args.models:
+        wanted = args.models.split(",")
+        chosen = {s.data: [n for n in wanted if registry()[n].card.get("data") == s.data]
+                  for s in EVAL_SETS}
+        others = []
+    else:
+        chosen, others = zoo_models()
+    work = [(name, es.data) for es in EVAL_SETS for name in chosen.get(es.data, [])]
+    if args.jobs > 1 and len(work) > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(model_section, *zip(*work), [args] * len(work)))
+    else:
+        done = [model_section(name, data, args) for name, data in work]
+    sections = dict(zip(work, done))
+    lines, goals = [], []
+    for es in EVAL_SETS:
+        lines += [f"## {es.title}", "",
+                  f"Protocols: shared BENCHMARKS.md. First {args.limit} test images ({es.about}); "
+                  f"deletion/insertion in {args.steps} steps; sanity check (cascading "
+                  f"randomisation, top first) on {args.sanity_images} images. Cells: mean [95% "
+                  "bootstrap interval]; arrows say which direction is better.", ""]
+        names = chosen.get(es.data, [])
+        if not names:
+            lines += [f"No {'chosen' if args.models else 'zoo'} model is trained on {es.data}; "
+                      "nothing to evaluate.", ""]
+        for name in names:
+            section, model_goals = sections[name, es.data]
+            lines += section
+            goals += model_goals
     if goals:
-        lines += ["### Goals (issue 7)", ""] + goals + [""]
+        lines += ["## Goals (issue 7)", ""] + goals + [""]
     if others:
-        lines += ["Not evaluated (not trained on the cluttered set): " + ", ".join(others) + ".", ""]
+        lines += ["Not evaluated (trained on neither set): " + ", ".join(others) + ".", ""]
     return "\n".join(lines)
 
 
@@ -134,10 +181,10 @@ def hitl_section() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--limit", type=int, default=500, help="Cluttered-FashionMNIST test images")
+    p.add_argument("--limit", type=int, default=500, help="test images of each data set")
     p.add_argument("--methods", default="all",
                    help="comma-separated (each model gets those it supports), or all")
-    p.add_argument("--models", help="comma-separated models instead of the zoo's cluttered ones")
+    p.add_argument("--models", help="comma-separated zoo models instead of all of them")
     p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     p.add_argument("--sanity-images", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=32)
@@ -145,14 +192,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="of the perturbed forward passes")
     p.add_argument("--speed", choices=["full", "quick", "skip"], default="full")
     p.add_argument("--speed-reps", type=int, default=15)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="CPU threads (of each worker under --jobs)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="models evaluated side by side in worker processes (the speed table "
+                        "is measured afterwards, alone)")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--eval-dir", default=str(RESULTS / "eval"),
                    help="per-model metrics.json/csv and plots go to EVAL_DIR/MODEL/")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python " + shlex.join(["benchmarks/results.py"] + (sys.argv[1:] if argv is None else argv))
-    body = [metrics_section(args), speed_section(args.speed, args.speed_reps), hitl_section()]
+    body = [metrics_sections(args), speed_section(args.speed, args.speed_reps), hitl_section()]
     head = ["# Results", "",
             f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} (torch "
             f"{torch.__version__}, {platform.machine()} CPU, {torch.get_num_threads()} thread(s)). "

@@ -6,6 +6,9 @@ import sys
 
 import torch
 
+from explain.methods import METHODS
+from explain.registry import DEFAULT_MODEL
+
 
 def device_arg(value: str) -> str:
     if value == "auto":
@@ -15,6 +18,23 @@ def device_arg(value: str) -> str:
     if value not in ("cpu", "mps") and not value.startswith("cuda"):
         raise argparse.ArgumentTypeError(f"{value}: expected auto, cpu, cuda or cuda:N")
     return value
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = False,
+                   methods_extra: str = "") -> None:
+    """--model, --weights, --methods, --layer: the same words in every subcommand that
+    explains images."""
+    p.add_argument("--model", required=required, default=None if required else DEFAULT_MODEL,
+                   help="registry name (see `explain models`), checkpoint folder, "
+                        "torchvision:ARCH or package.module:function"
+                        + ("" if required else " (default: %(default)s)"))
+    p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}{methods_extra}. "
+                        "Default: the model's native maps and gradcam")
+    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
+                   "for a native method with several maps (RAN modules, CBAM/SE blocks, "
+                   "Attend-and-Rectify modules) the one map to use (default: all of them)")
 
 
 def positive_int(value: str) -> int:

@@ -14,7 +14,7 @@ from explain.metrics import array_source, evaluate, folder_source
 from explain.metrics.report import summary, table_rows, text_table, write_outputs
 from explain.registry import create_model
 
-from .common import device_arg, positive_int
+from .common import add_model_args, device_arg, positive_int
 from .image_cmd import parse_methods
 
 HELP = "measure explanation methods: deletion/insertion AUC, pointing games, WR, sanity check"
@@ -29,13 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Localisation metrics need ground truth: the object box of cluttered-fmnist, the decoy "
         "patch of decoy-fmnist (WR), or --boxes for an image folder. Images a metric cannot "
         "score (no box, a box outside the image, a non-finite map) are skipped and counted.")
-    p.add_argument("--model", required=True,
-                   help="registry name (see `explain models`), checkpoint folder, "
-                        "torchvision:ARCH or package.module:function")
-    p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}; 'all' for every "
-                        "method the model supports. Default: the model's native maps and gradcam")
+    add_model_args(p, required=True, methods_extra="; 'all' for every method the model supports")
     p.add_argument("--data", required=True,
                    help=f"{', '.join(SYNTHETIC)} (test split), or an image folder "
                         "(class sub-folders give labels where they match the model's classes)")
@@ -51,7 +45,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="deletion/insertion steps (H*W/steps pixels each)")
     p.add_argument("--sanity-images", type=count, default=16,
                    help="images for the cascading-randomisation sanity check (0: skip it)")
-    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic)")
     p.add_argument("--out", default="eval-out", help="output folder")
     p.add_argument("--device", type=device_arg, default="cpu", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")

@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 
 from explain.errors import ExplainError
-from explain.methods import METHODS
 from explain.pipeline import explain_batch
-from explain.registry import DEFAULT_MODEL, Model, create_model
+from explain.registry import Model, create_model
 from gallery.build import Options, build_gallery
 from gallery.inputs import collect
 from gallery.outdir import check_writable
 from gallery.shard import join, leave
 from gallery.writer import Style
 
-from .common import device_arg, positive_int
+from .common import add_model_args, device_arg, positive_int
 from .image_cmd import parse_methods
 
 HELP = "build an HTML gallery of many images: a row per image, a column per map"
@@ -40,13 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gallery", help=HELP, description=HELP + ".", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help="folder, quoted glob, or list file")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="registry name (see `explain models`), checkpoint folder, "
-                        f"torchvision:ARCH or package.module:function (default {DEFAULT_MODEL})")
-    p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
-    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(sorted(METHODS))}. "
-                                     "Default: the model's native maps and gradcam")
-    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic)")
+    add_model_args(p)
     p.add_argument("--out", default="gallery", help="output folder (default: gallery)")
     p.add_argument("--title", help="page title (default: INPUT and model)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images a batch (32)")

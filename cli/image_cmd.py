@@ -12,12 +12,12 @@ import numpy as np
 from explain.atomic import atomic_open
 from explain.errors import ExplainError
 from explain.images import find_images
-from explain.methods import METHODS, method_class
+from explain.methods import method_class
 from explain.pipeline import check_layer, explain_batch, prepare
-from explain.registry import DEFAULT_MODEL, create_model
+from explain.registry import create_model
 from explain.render import bars, overlay, panel, save_png, upscale_views
 
-from .common import device_arg, positive_int
+from .common import add_model_args, device_arg, positive_int
 
 HELP = "explain images: print top-k classes and write an overlay per method"
 
@@ -29,17 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "(original | one overlay per method).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="registry name (see `explain models`), checkpoint folder, "
-                        "torchvision:ARCH or package.module:function")
-    p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}. Default: the "
-                        "model's native maps and gradcam")
-    p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
-                   "for a native method with several maps (RAN modules, CBAM/SE blocks, "
-                   "Attend-and-Rectify modules) the one map to show (default: all of them "
-                   "side by side)")
+    add_model_args(p)
     p.add_argument("--target", type=int, help="class index to explain (default: top-1)")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--out", default="explain-out", help="output folder")

@@ -50,7 +50,7 @@ class Source:
 
 def array_inputs(images: np.ndarray, spec: InputSpec) -> torch.Tensor:
     """uint8 grayscale (B, H, W) -> (B, C, H, W) normalised by `spec` (at the images' size)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)[:, None]
+    x = torch.tensor(images, dtype=torch.float32).div_(255)[:, None]  # a copy: may be read-only
     if spec.invert:
         x = 1.0 - x
     x = x.expand(-1, spec.channels, -1, -1)
