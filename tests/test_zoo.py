@@ -1,0 +1,35 @@
+"""Every checkpoint committed to explain/zoo loads through the registry, classifies the bundled
+Fashion-MNIST samples as its card's accuracy promises, and gives each of its native maps."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SAMPLES
+from explain.pipeline import explain_batch, prepare
+from explain.registry import ALIASES, create_model, registry
+
+ZOO = sorted(n for n, e in registry().items() if e.card.get("data") == "fashion-mnist")
+FMNIST = sorted((SAMPLES / "fmnist").glob("*.png"))
+
+
+def test_every_alias_names_a_registered_model():
+    assert set(ALIASES.values()) <= set(registry())
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_classifies_the_samples_and_gives_its_maps(name):
+    model = create_model(name)
+    batch, errors = prepare(model, FMNIST)
+    assert not errors
+    with torch.no_grad():
+        pred = model.net(batch.x).argmax(1)
+    index = {re.sub("[^a-z]+", "_", c.lower()): i for i, c in enumerate(model.classes)}
+    truth = [index[Path(p).stem] for p in batch.paths]  # samples are named after their class
+    assert (pred == torch.tensor(truth)).sum() >= 8, f"{name}: {pred.tolist()} vs {truth}"
+    for method, expl in explain_batch(model, batch.x, sorted(model.native), all_maps=True).items():
+        assert torch.isfinite(expl.maps).all(), method
+        assert expl.maps.shape[0] == len(FMNIST), method
