@@ -232,12 +232,15 @@ def list_models() -> list[dict]:
 
 
 def _add_baseline_delta(rows: list[dict]) -> None:
-    """Accuracy minus that of the plain ResNet trained on the same data (percentage points):
-    an attention architecture is worth its cost only if it keeps up with the plain baseline."""
-    plain = {r["data"]: r["test_accuracy"] for r in rows
-             if r["arch"] == "resnet" and r["test_accuracy"] is not None}
+    """Accuracy minus that of the plain ResNet trained on the same data, for as many epochs
+    where the zoo has one (percentage points): an attention architecture is worth its cost
+    only if it keeps up with the plain baseline given the same training budget."""
+    plain = [r for r in rows if r["arch"] == "resnet" and r["test_accuracy"] is not None]
     for r in rows:
-        base = plain.get(r["data"])
-        r["vs_plain"] = (round(100 * (r["test_accuracy"] - base), 2)
+        same_data = [p for p in plain if p["data"] == r["data"]]
+        base = next((p for p in same_data if p["epochs"] == r["epochs"]),
+                    max(same_data, key=lambda p: p["epochs"] or 0, default=None))
+        r["vs_plain"] = (round(100 * (r["test_accuracy"] - base["test_accuracy"]), 2)
                          if base is not None and r["test_accuracy"] is not None
                          and r["arch"] != "resnet" else None)
+        r["plain_baseline"] = base["name"] if r["vs_plain"] is not None else None

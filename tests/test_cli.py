@@ -145,5 +145,6 @@ def test_models_json_compares_each_zoo_model_with_the_plain_resnet(capsys):
     abn = rows["abn_resnet20_fmnist"]
     assert 0.9 < plain < 1 and abn["aliases"] == ["abn"]
     assert abn["vs_plain"] == pytest.approx(100 * (abn["test_accuracy"] - plain), abs=0.01)
+    assert abn["plain_baseline"] == "resnet20_fmnist"  # same data, same epochs
     assert rows["resnet20_fmnist"]["vs_plain"] is None  # the baseline itself
     assert rows["efficientnet_lite0"]["vs_plain"] is None  # nothing measured
