@@ -1,5 +1,6 @@
 """One figure with every native map of each given model on the same images: per model and
-image a row (input | each map, SE excitations as bar charts), the prediction in the header.
+image a row (input | each map, SE excitations as bar charts | Grad-CAM of the same model for
+comparison), the prediction in the header.
 
     python benchmarks/native_maps_figure.py CKPT [CKPT ...] [--images FILE ...] [--out PNG]
 
@@ -29,15 +30,14 @@ def rows_for(name: str, images: list[Path], size: int) -> list[np.ndarray]:
     batch, errors = prepare(model, images)
     if errors or batch is None:
         raise SystemExit(f"error: {'; '.join(m for _, m in errors)}")
-    expl = explain_batch(model, batch.x, sorted(model.native), all_maps=True)
+    expl = explain_batch(model, batch.x, sorted(model.native) + ["gradcam"], all_maps=True)
     tiles = {m: bars(e.raw, size) if e.raw.ndim == 2 else overlay(batch.views, e.maps, size=size)
              for m, e in expl.items()}
     probs, idx = next(iter(expl.values())).topk(1)
     views = upscale_views(batch.views, size)
-    arch = model.card.get("arch", model.name)
     titles = ["input"] + [m.partition("@")[2] or m for m in expl]  # the header names the model
     return [panel([views[i]] + [tiles[m][i] for m in expl], titles,
-                  f"{arch} ({model.name}): {model.class_name(int(idx[i, 0]))} "
+                  f"{model.name}: {model.class_name(int(idx[i, 0]))} "
                   f"{float(probs[i, 0]):.0%}")
             for i in range(len(batch.paths))]
 
