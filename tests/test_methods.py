@@ -125,3 +125,19 @@ def test_real_model_gradcam_on_photos(imagenet_model):
     x, y = e.peaks()[1].tolist()
     assert 30 < x < 194 and 0 <= y < 170
     assert np.isfinite(e.maps.numpy()).all()
+
+
+@pytest.mark.parametrize("arch", ["ran", "cbam_resnet", "se_resnet", "attend_rectify",
+                                  "bayes_abn_resnet"])
+def test_every_method_eval_offers_runs_on_every_architecture(tmp_path, arch):
+    """`explain eval --methods all` (and RESULTS.md) asks each model for every method it
+    supports; CAM once took Attend-and-Rectify's gate (a Linear on the same pooled features)
+    for its classifier."""
+    from cli.eval_cmd import resolve_methods
+    from conftest import tiny_checkpoint
+    from explain.registry import create_model
+    model = create_model(str(tiny_checkpoint(tmp_path / arch, arch=arch)))
+    x = torch.randn(2, 1, 28, 28)
+    for method in resolve_methods("all", model.native):
+        e = Explainer(model, method, **OPTIONS.get(method, {}))(x, targets=[9, 3])
+        assert e.maps.shape[0] == 2 and torch.isfinite(e.maps).all(), method

@@ -69,17 +69,19 @@ class CAM(Method):
     name = "cam"
     uses_gradients = False
 
-    def classifier(self, channels: int) -> nn.Linear:
-        linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
-        fits = [m for m in linears if m.in_features == channels]
+    def classifier(self, channels: int, classes: int) -> nn.Linear:
+        """The last linear layer from the hooked channels to the classes (not, say, a gate
+        that reads the same pooled features)."""
+        fits = [m for m in self.net.modules() if isinstance(m, nn.Linear)
+                and m.in_features == channels and m.out_features == classes]
         if not fits:
-            raise ExplainError(f"cam: no linear classifier takes the {channels} channels of "
-                               f"layer {self.layer!r}; CAM needs a GAP -> linear head "
-                               "(use gradcam instead)")
+            raise ExplainError(f"cam: no linear classifier maps the {channels} channels of "
+                               f"layer {self.layer!r} to the {classes} classes; CAM needs a "
+                               "GAP -> linear head (use gradcam instead)")
         return fits[-1]
 
     def compute(self, x, acts, logits, targets):
-        fc = self.classifier(acts.shape[1])
+        fc = self.classifier(acts.shape[1], logits.shape[1])
         w = fc.weight[targets].float()  # (B, K)
         return F.relu(torch.einsum("bk,bkhw->bhw", w, acts.float()).unsqueeze(1))
 
