@@ -18,6 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cli.image_cmd import default_methods  # noqa: E402  (native maps + gradcam)
 from explain.pipeline import explain_batch, prepare  # noqa: E402
 from explain.registry import create_model  # noqa: E402
 from explain.render import bars, overlay, panel, save_png, upscale_views  # noqa: E402
@@ -30,7 +31,7 @@ def rows_for(name: str, images: list[Path], size: int) -> list[np.ndarray]:
     batch, errors = prepare(model, images)
     if errors or batch is None:
         raise SystemExit(f"error: {'; '.join(m for _, m in errors)}")
-    expl = explain_batch(model, batch.x, sorted(model.native) + ["gradcam"], all_maps=True)
+    expl = explain_batch(model, batch.x, default_methods(model.native), all_maps=True)
     tiles = {m: bars(e.raw, size) if e.raw.ndim == 2 else overlay(batch.views, e.maps, size=size)
              for m, e in expl.items()}
     probs, idx = next(iter(expl.values())).topk(1)

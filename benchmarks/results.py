@@ -105,7 +105,7 @@ def model_section(name: str, data_name: str, args: argparse.Namespace) -> tuple[
     supported = resolve_methods("all", model.native)
     methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
     data = load_named(data_name, "test", limit=args.limit)
-    report = evaluate(model, array_source(data, model.input, args.batch_size, "box", args.limit),
+    report = evaluate(model, array_source(data, model.input, args.batch_size, "box"),
                       methods, steps=args.steps, sanity_images=args.sanity_images,
                       precision=args.precision, progress=args.jobs == 1)
     files = write_outputs(report, Path(args.eval_dir) / model.name)

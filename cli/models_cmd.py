@@ -10,10 +10,11 @@ HELP = "list the registered models"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help=HELP, description=HELP + ". 'vs plain' is the test "
-                       "accuracy minus that of the plain ResNet trained on the same data (for "
-                       "as many epochs, where the zoo has one), in percentage points. Any checkpoint folder, torchvision:ARCH (with "
-                       "--weights) or package.module:function works too.")
+    p = sub.add_parser("models", help=HELP, description=(
+        HELP + ". 'vs plain' is the test accuracy minus that of the plain ResNet trained on the "
+        "same data (for as many epochs, where the zoo has one), in percentage points. Any "
+        "checkpoint folder, torchvision:ARCH (with --weights) or package.module:function "
+        "works too."))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 

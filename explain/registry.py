@@ -29,9 +29,9 @@ from .weights import load_weights, read_state_dict
 
 ZOO = Path(__file__).parent / "zoo"
 DEFAULT_MODEL = "efficientnet_lite0"
-ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist", "cbam": "cbam_resnet20_fmnist",
-           "ran": "ran_fmnist", "se": "se_resnet20_fmnist",
-           "bayes_abn": "bayes_abn_resnet20_fmnist", "attend_rectify": "attend_rectify_wrn_fmnist"}
+ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist",
+           "ran": "ran_fmnist", "cbam": "cbam_resnet20_fmnist", "se": "se_resnet20_fmnist",
+           "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist"}
 
 
 @lru_cache(maxsize=1)
