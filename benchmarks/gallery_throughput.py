@@ -98,9 +98,9 @@ def child(args: argparse.Namespace) -> dict:
 
     from explain.images import load_image
     from explain.pipeline import explain_batch
-    from gallery.build import Options, build_gallery
-    from gallery.inputs import collect
-    from gallery.writer import Style
+    from explain.gallery.build import Options, build_gallery
+    from explain.gallery.inputs import collect
+    from explain.gallery.writer import Style
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -154,7 +154,7 @@ def page_timing(work: Path, n: int) -> dict | None:
 
     from explain.datasets import FMNIST_CLASSES
     from explain.render import save_png
-    from gallery.page import write_page
+    from explain.gallery.page import write_page
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

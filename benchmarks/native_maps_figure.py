@@ -18,7 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.image_cmd import default_methods  # noqa: E402  (native maps + gradcam)
+from explain.cli.image_cmd import default_methods  # noqa: E402  (native maps + gradcam)
 from explain.pipeline import explain_batch, prepare  # noqa: E402
 from explain.registry import create_model  # noqa: E402
 from explain.render import bars, overlay, panel, save_png, upscale_views  # noqa: E402

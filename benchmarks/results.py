@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from cli.eval_cmd import resolve_methods  # noqa: E402
+from explain.cli.eval_cmd import resolve_methods  # noqa: E402
 from explain.atomic import atomic_write_text  # noqa: E402
 from explain.datasets import load_named  # noqa: E402
 from explain.metrics import Report, array_source, evaluate  # noqa: E402

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from typing import Iterator
 
 import torch
+from tqdm import tqdm
 
+from explain.errors import ExplainError
 from explain.methods import METHODS
 from explain.registry import DEFAULT_MODEL
+
+# Library parameter -> the option names (argparse dests) that stand for it in some command.
+PARAM_DESTS = {"method": ("methods",), "targets": ("target",), "inputs": ("inputs", "images", "input")}
 
 
 def device_arg(value: str) -> str:
@@ -49,6 +57,45 @@ def positive_int(value: str) -> int:
 
 def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def flag(parser: argparse.ArgumentParser, param: str) -> str:
+    """How `parser`'s command spells the library parameter `param`: its option (`--layer`)
+    or, for a positional argument, its metavar (`INPUT`)."""
+    dests = PARAM_DESTS.get(param, (param,))
+    for action in parser._actions:
+        if action.dest in dests:
+            return action.option_strings[0] if action.option_strings else \
+                str(action.metavar or action.dest.upper())
+    return "--" + param.replace("_", "-")
+
+
+def describe(e: ExplainError, parser: argparse.ArgumentParser) -> str:
+    """The one line an ExplainError becomes, naming the command's own flag."""
+    return f"{flag(parser, e.param)}: {e.message}" if e.param else e.message
+
+
+class _StderrLines(logging.Handler):
+    """Library log records as the CLI's stderr lines ("warning: ...", "error: ...", plain
+    information), written through tqdm so that they do not tear a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = record.levelname.lower() + ": " if record.levelno >= logging.WARNING else ""
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def library_messages() -> Iterator[None]:
+    """While a command runs, the library's warnings and progress notes reach stderr."""
+    log = logging.getLogger("explain")
+    handler, level = _StderrLines(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def command_line() -> str:

@@ -63,8 +63,8 @@ def resolve_methods(value: str | None, native: dict) -> list[str]:
     methods = parse_methods(value, native)
     missing = [m for m in methods if issubclass(METHODS[m], NativeMap) and m not in native]
     if missing:
-        raise ExplainError(f"--methods: the model has no native {', '.join(missing)} map "
-                           f"(native maps: {', '.join(native) or 'none'})")
+        raise ExplainError(f"the model has no native {', '.join(missing)} map "
+                           f"(native maps: {', '.join(native) or 'none'})", param="methods")
     return methods
 
 
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.methods, model.native)
     if args.data in SYNTHETIC:
         if args.boxes:
-            raise ExplainError(f"--boxes: {args.data} carries its own ground truth; "
-                               "--boxes is for image folders")
+            raise ExplainError(f"{args.data} carries its own ground truth; "
+                               "boxes are for image folders", param="boxes")
         source = array_source(load_named(args.data, "test"), model.input, args.batch_size,
                               args.gt, args.limit or None)
     else:

@@ -59,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     abn_card(init)
     model = create_model(str(init))
     if args.gamma < 0:
-        raise ExplainError(f"--gamma: {args.gamma} must not be negative")
+        raise ExplainError(f"{args.gamma} must not be negative", param="gamma")
     store = EditStore(args.edits)
     if not store.entries():
-        raise ExplainError(f"--edits: {store.root} holds no edits (make some with `explain edit`)")
+        raise ExplainError(f"{store.root} holds no edits (make some with `explain edit`)",
+                           param="edits")
     edits, problems = store.usable(model_id(model))
     edited, more = load_edited(store, model, edits)
     problems += more
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {msg}; skipped", file=sys.stderr)
     data = args.data or model.card.get("data", "")
     if not (data in SYNTHETIC or Path(data).is_dir()):
-        raise ExplainError(f"--data: needed (the model card names {data!r}, which is not a known "
-                           f"data set or folder here)")
+        raise ExplainError(f"needed (the model card names {data!r}, which is not a known "
+                           f"data set or folder here)", param="data")
     base, test = load_trainset(data, seed=args.seed, spec=model.input)
     used = [e.image for e in edits]
     base = limit(exclude(align_classes(base, model.classes, data), used), args.unedited, args.seed)

@@ -11,11 +11,11 @@ import torch
 from explain.errors import ExplainError
 from explain.pipeline import explain_batch
 from explain.registry import Model, create_model
-from gallery.build import Options, build_gallery
-from gallery.inputs import collect
-from gallery.outdir import check_writable
-from gallery.shard import join, leave
-from gallery.writer import Style
+from explain.gallery.build import Options, build_gallery
+from explain.gallery.inputs import collect
+from explain.gallery.outdir import check_writable
+from explain.gallery.shard import join, leave
+from explain.gallery.writer import Style
 
 from .common import add_model_args, device_arg, positive_int
 from .image_cmd import parse_methods
@@ -31,7 +31,7 @@ manifest.json, manifest.csv and contact-sheet.png. Unreadable images become rows
 as errors and the exit status is 1. An interrupted run leaves a valid gallery of what it
 finished; run the same command with --resume to complete it.
 
-Scale out: torchrun --nproc-per-node N -m cli.main gallery ... shards the images by rank.
+Scale out: torchrun --nproc-per-node N -m explain gallery ... shards the images by rank.
 """
 
 
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help="folder, quoted glob, or list file")
     add_model_args(p)
-    p.add_argument("--out", default="gallery", help="output folder (default: gallery)")
+    p.add_argument("--out", default="gallery-out", help="output folder (default: gallery-out)")
     p.add_argument("--title", help="page title (default: INPUT and model)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images a batch (32)")
     p.add_argument("--workers", type=int, default=1,
@@ -72,9 +72,9 @@ def check_methods(model: Model, methods: list[str], layer: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
-        raise ExplainError("--workers: must be 0 or more")
+        raise ExplainError("must be 0 or more", param="workers")
     if not 0.0 <= args.alpha <= 1.0:
-        raise ExplainError("--alpha: must be between 0 and 1")
+        raise ExplainError("must be between 0 and 1", param="alpha")
     group = join()
     try:
         items = collect(args.input, args.limit)

@@ -53,7 +53,7 @@ def parse_methods(value: str | None, native: dict) -> list[str]:
         return default_methods(native)
     names = [m.strip() for m in value.split(",") if m.strip()]
     if not names:
-        raise ExplainError("--methods: empty list")
+        raise ExplainError("empty list", param="methods")
     return [method_class(n).name for n in names]
 
 
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods, model.native)
     for m in methods:  # fail on a method the model cannot give before any work
         if method_class(m).__mro__[1].__name__ == "NativeMap" and m not in model.native:
-            raise ExplainError(f"--methods: model {model.name!r} has no native {m!r} map "
-                               f"(native maps: {', '.join(model.native) or 'none'})")
+            raise ExplainError(f"model {model.name!r} has no native {m!r} map "
+                               f"(native maps: {', '.join(model.native) or 'none'})", param="methods")
     check_layer(model, methods, args.layer)
     if args.target is not None and not 0 <= args.target < len(model.classes):
-        raise ExplainError(f"--target: {args.target} is not a class index of {model.name} "
-                           f"(0..{len(model.classes) - 1})")
+        raise ExplainError(f"{args.target} is not a class index of {model.name} "
+                           f"(0..{len(model.classes) - 1})", param="target")
     out = Path(args.out)
     names = dict(zip(paths, unique_stems(paths)))
     failed = 0

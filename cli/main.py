@@ -9,13 +9,13 @@ from pathlib import Path
 
 from explain.errors import ExplainError
 
-from .common import error
+from .common import describe, error, library_messages
 
 
 def commands() -> list:
     """Every `cli/*_cmd.py` module is a subcommand (it defines add_parser and run)."""
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.endswith("_cmd"))
-    return [importlib.import_module(f"cli.{n}") for n in names]
+    return [importlib.import_module(f"{__package__}.{n}") for n in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    names = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    names = set(subcommands)
     if argv and argv[0] not in names and argv[0] not in ("-h", "--help"):
         argv.insert(0, "image")
     args = parser.parse_args(argv)
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with library_messages():
+            return args.run(args)
     except ExplainError as e:
-        error(str(e))
+        error(describe(e, subcommands[args.command]))
         return 1
     except KeyboardInterrupt:
         error("interrupted")

@@ -155,6 +155,6 @@ def load_named(name: str, split: str, seed: int = 0, limit: int | None = None) -
                 "cluttered-fmnist": lambda: cluttered_fmnist(split, seed, limit=limit),
                 "decoy-fmnist": lambda: decoy_fmnist(split, seed, limit=limit)}
     if name not in builders:
-        raise ExplainError(f"--data: unknown data set {name!r}; choose one of "
-                           f"{', '.join(SYNTHETIC)} or give an ImageFolder directory")
+        raise ExplainError(f"unknown data set {name!r}; choose one of "
+                           f"{', '.join(SYNTHETIC)} or give an ImageFolder directory", param="data")
     return builders[name]()

@@ -143,7 +143,7 @@ class EditStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise ExplainError(f"--edits: {self.root} exists and is not a folder")
+            raise ExplainError(f"{self.root} exists and is not a folder", param="edits")
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

@@ -2,8 +2,8 @@
 
 L = L_att + L_per + gamma * ||M(x) - M'(x)||^2, the map term only on samples that carry an
 edit, mixed with unedited training samples. The loop is `explain.train.train`; this module
-supplies the data set (edited samples first, then the unedited ones), the `trainable`
-selector that freezes the feature extractor g(x) (the paper's default), and the report:
+supplies the data set (edited samples first, then the unedited ones), the feature extractor
+g(x) that stays frozen (the paper's default), and the report:
 held-out accuracy, agreement of M(x) with the edits, and per-class changes.
 """
 from __future__ import annotations
@@ -63,25 +63,6 @@ def feature_modules(net: nn.Module) -> list[nn.Module]:
     return [net.conv1, net.bn1] + [net.stage(i) for i in range(1, net.num_stages)]
 
 
-def _stay_eval(module: nn.Module, args: tuple) -> None:
-    module.train(False)
-
-
-def freeze_features(net: nn.Module) -> list[nn.Parameter]:
-    """`trainable` selector for train(): all parameters but g(x)'s. The frozen BatchNorms
-    also keep their running statistics (part of g(x)): a pre-hook puts them back in eval
-    mode on every call, since the training loop switches the whole model to train mode."""
-    frozen: set[int] = set()
-    for module in feature_modules(net):
-        for p in module.parameters():
-            p.requires_grad_(False)
-            frozen.add(id(p))
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.register_forward_pre_hook(_stay_eval)
-    return [p for p in net.parameters() if id(p) not in frozen]
-
-
 class EditedSet(TrainSet):
     """Edited samples (has_edit True) followed by the unedited samples of `base`, batched
     as dicts with `edit_map` (zeros where there is no edit) and `has_edit`."""
@@ -114,8 +95,8 @@ def checkpoint_dir(name: str) -> Path:
     for folder in (p.parent if p.name == "card.json" else p, ZOO / ALIASES.get(name, name)):
         if (folder / "card.json").is_file():
             return folder
-    raise ExplainError(f"--model: {name!r} is not a checkpoint folder (card.json + "
-                       "model.safetensors) or an embedded model; fine-tuning needs one")
+    raise ExplainError(f"{name!r} is not a checkpoint folder (card.json + "
+                       "model.safetensors) or an embedded model; fine-tuning needs one", param="model")
 
 
 def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[EditedSamples, list[str]]:
@@ -128,8 +109,9 @@ def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[Edit
     by_path = {str(Path(e.image)): e for e in edits}
     keep = [by_path[str(p)] for p in batch.paths] if batch else []
     if not keep:
-        raise ExplainError(f"--edits {store.root}: no usable edits"
-                           + (f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""))
+        raise ExplainError(f"{store.root}: no usable edits"
+                           + (f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""),
+                           param="edits")
     maps = torch.from_numpy(np.stack([store.load(e)[1] for e in keep]))[:, None]
     maps = upsample(maps, model.input.size)
     y = torch.tensor([e.label for e in keep], dtype=torch.long)
@@ -143,8 +125,8 @@ def align_classes(data: TrainSet, classes: list[str], name: str) -> TrainSet:
     index = {class_key(c): i for i, c in enumerate(classes)}
     missing = [c for c in data.classes if class_key(c) not in index]
     if missing or not isinstance(data, FolderSet):
-        raise ExplainError(f"--data {name}: classes {missing or data.classes} are not among the "
-                           f"model's classes ({', '.join(classes)})")
+        raise ExplainError(f"{name}: classes {missing or data.classes} are not among the "
+                           f"model's classes ({', '.join(classes)})", param="data")
     files = [(p, index[class_key(data.classes[y])]) for p, y in data.files]
     return FolderSet(files, list(classes), data.input)
 
@@ -173,8 +155,9 @@ def abn_card(init: str | os.PathLike) -> dict:
     feature extractor frozen here are that architecture's)."""
     card = read_card(init)
     if not issubclass(get_arch(card.get("arch", "")).cls, ABNResNet):
-        raise ExplainError(f"--model {init}: architecture {card.get('arch')!r} is not an "
-                           "ABN-ResNet; fine-tuning on edited maps needs one (e.g. abn_resnet)")
+        raise ExplainError(f"{init}: architecture {card.get('arch')!r} is not an "
+                           "ABN-ResNet; fine-tuning on edited maps needs one (e.g. abn_resnet)",
+                           param="model")
     return card
 
 
@@ -192,7 +175,7 @@ def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSe
                      device=cfg.device, precision=cfg.precision, augment=cfg.augment,
                      init=str(init), arch_kwargs=overrides, resume=resume, command=command)
     return train(tc, {"gamma": cfg.gamma}, train_set, test_set,
-                 trainable=freeze_features if cfg.freeze_features else None, progress=progress)
+                 frozen=feature_modules if cfg.freeze_features else None, progress=progress)
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ def check_layer(model: Model, methods: list[str], layer: str | None) -> None:
     own = native_maps_of(model, methods)
     if layer is not None and all(maps and layer not in maps for maps in own.values()):
         listing = "; ".join(f"{n}: {', '.join(m)}" for n, m in own.items())
-        raise ExplainError(f"--layer: model {model.name!r} has no map at {layer!r} ({listing})")
+        raise ExplainError(f"model {model.name!r} has no map at {layer!r} ({listing})", param="layer")
 
 
 def explain_batch(model: Model, x: torch.Tensor, methods: list[str], layer: str | None = None,

@@ -23,6 +23,7 @@ from torch import nn
 
 from .checkpoint import CARD, load_checkpoint, read_card
 from .errors import ExplainError
+from .model import Model
 from .models import build, get_arch
 from .preprocess import IMAGENET, InputSpec
 from .weights import load_weights, read_state_dict
@@ -38,38 +39,6 @@ ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist",
 def imagenet_classes() -> list[str]:
     from torchvision.models import ResNet50_Weights
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-@dataclass
-class Model:
-    """A ready network with everything needed to feed it and read its answers."""
-    name: str
-    net: nn.Module
-    input: InputSpec
-    classes: list[str]
-    native: dict[str, str] = field(default_factory=dict)  # method -> module path (default map)
-    cam_layer: str | None = None
-    card: dict = field(default_factory=dict)
-    # method -> every module path giving one of its maps, shallow to deep (RAN stages, CBAM
-    # blocks, ...); methods missing here have the single map of `native`
-    native_layers: dict[str, list[str]] = field(default_factory=dict)
-
-    def native_maps(self, method: str) -> list[str]:
-        """The module paths of `method`'s maps ([] when the model has no such native map)."""
-        if method in self.native_layers:
-            return list(self.native_layers[method])
-        return [self.native[method]] if method in self.native else []
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: str | torch.device) -> "Model":
-        self.net.to(device)
-        return self
-
-    def class_name(self, index: int) -> str:
-        return self.classes[index] if 0 <= index < len(self.classes) else str(index)
 
 
 @dataclass(frozen=True)
@@ -133,8 +102,8 @@ OFFICIAL_ABN = {
 
 def _official_abn(name: str, weights: str | None) -> Model:
     if weights is None:
-        raise ExplainError(f"--model {name}: give the official checkpoint with --weights FILE "
-                           "(checkpoint.pth.tar or model_best.pth.tar)")
+        raise ExplainError(f"{name} needs the official checkpoint file "
+                           "(checkpoint.pth.tar or model_best.pth.tar)", param="weights")
     depths, kind, k = OFFICIAL_ABN[name]
     imagenet = kind == "imagenet"
     kwargs = {"depths": depths, "block": "bottleneck", "num_classes": k, "in_channels": 3,
@@ -163,9 +132,10 @@ def registry() -> dict[str, Entry]:
 def _torchvision(arch: str, weights: str | None) -> Model:
     import torchvision
     if arch not in torchvision.models.list_models(module=torchvision.models):
-        raise ExplainError(f"--model: torchvision has no classification model {arch!r}")
+        raise ExplainError(f"torchvision has no classification model {arch!r}", param="model")
     if weights is None:
-        raise ExplainError(f"--model torchvision:{arch} needs --weights FILE (no downloads here)")
+        raise ExplainError(f"torchvision:{arch} needs a weights file (no downloads here)",
+                           param="weights")
     net = torchvision.models.get_model(arch, weights=None)
     load_weights(net, read_state_dict(weights), weights)
     fc = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
@@ -179,14 +149,15 @@ def _factory(spec: str, weights: str | None) -> Model:
     try:
         fn = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
-        raise ExplainError(f"--model: cannot import {spec!r} ({e})") from None
+        raise ExplainError(f"cannot import {spec!r} ({e})", param="model") from None
     obj = fn()
     if isinstance(obj, Model):
         model = obj
     elif isinstance(obj, nn.Module):
         model = Model(spec, obj, IMAGENET, imagenet_classes())
     else:
-        raise ExplainError(f"--model: {spec} returned {type(obj).__name__}, not an nn.Module")
+        raise ExplainError(f"{spec} returned {type(obj).__name__}, not an nn.Module",
+                           param="model")
     if weights:
         load_weights(model.net, read_state_dict(weights), weights)
     model.net.eval()
@@ -208,8 +179,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | None = None,
         model = _factory(name, weights)
     else:
         known = ", ".join(sorted(list(entries) + list(ALIASES)))
-        raise ExplainError(f"--model: unknown model {name!r}; known: {known}; or a checkpoint "
-                           "folder, torchvision:ARCH, package.module:function")
+        raise ExplainError(f"unknown model {name!r}; known: {known}; or a checkpoint "
+                           "folder, torchvision:ARCH, package.module:function", param="model")
     return model.to(device)
 
 

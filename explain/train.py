@@ -1,6 +1,6 @@
 """One training loop for training from scratch and for fine-tuning.
 
-- Batches come from a seeded permutation per epoch (`SeededBatches`), so a resumed run sees
+- Batches come from a seeded permutation per epoch (`trainsets.SeededBatches`), so a resumed run sees
   exactly the batches an uninterrupted one would; augmentation is seeded per step likewise.
 - Losses are pluggable (explain.losses); the architecture names its own.
 - Checkpoints (weights + optimizer + position) are written atomically every epoch and every
@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,10 +32,12 @@ from .checkpoint import CARD, WEIGHTS, load_checkpoint, save_checkpoint
 from .errors import ExplainError
 from .losses import LOSSES
 from .models import build, get_arch
+from .precision import autocast_dtype
 from .trainsets import TrainSet, load_trainset
 from .weights import load_weights, read_state_dict
 
 STATE = "train_state.pt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,25 +63,6 @@ class TrainConfig:
     command: str = ""
 
 
-class SeededBatches:
-    """Batch sampler: permutation seeded by (seed, epoch), sharded by rank, from `start`."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int = 0,
-                 rank: int = 0, world: int = 1):
-        self.n, self.bs, self.seed, self.epoch = n, batch_size, seed, epoch
-        self.start, self.rank, self.world = start, rank, world
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.bs) - self.start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        for b in range(self.start, math.ceil(self.n / self.bs)):
-            chunk = perm[b * self.bs:(b + 1) * self.bs]
-            yield chunk[self.rank::self.world].tolist()
-
-
 def augment(x: torch.Tensor, maps: list[torch.Tensor], g: torch.Generator, pad: int
             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Random translation by up to `pad` px and horizontal flip, the same for x and each map."""
@@ -97,17 +81,6 @@ def augment(x: torch.Tensor, maps: list[torch.Tensor], g: torch.Generator, pad: 
         return F.grid_sample(t, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
     return warp(x), [warp(m) for m in maps]
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.backends.mkldnn.is_available() and \
-        torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
 @torch.no_grad()
@@ -150,9 +123,13 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
           train_set: TrainSet | None = None, test_set: TrainSet | None = None,
           trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None,
-          progress: bool = True, loss_fn: Callable | None = None) -> Path:
+          progress: bool = True, loss_fn: Callable | None = None,
+          frozen: Callable[[nn.Module], list[nn.Module]] | None = None) -> Path:
     """Train (or fine-tune) and write a checkpoint + card to `cfg.out`; returns that folder.
-    `loss_fn` replaces the architecture's own loss (same call shape as explain.losses)."""
+    `loss_fn` replaces the architecture's own loss (same call shape as explain.losses).
+    `trainable` picks the parameters to optimise (default: all); `frozen` names modules
+    kept fixed: no gradient, and in eval mode while the rest trains, so that their
+    BatchNorm statistics do not move either."""
     rank, world = _dist_info()
     device = torch.device(cfg.device if cfg.device != "cuda" or world == 1
                           else f"cuda:{rank % torch.cuda.device_count()}")
@@ -175,6 +152,9 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
         if hasattr(net, "load_pretrained"):
             net.load_pretrained()
     net = net.to(device).to(memory_format=torch.channels_last)
+    fixed = frozen(net) if frozen else []
+    for p in (p for m in fixed for p in m.parameters()):
+        p.requires_grad_(False)
     params = trainable(net) if trainable else [p for p in net.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -191,9 +171,9 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
         opt.load_state_dict(state["optimizer"])
         epoch, start = int(state["epoch"]), int(state["step"])
         if rank == 0 and progress:
-            print(f"resuming {out} at epoch {epoch + 1}, step {start}", file=sys.stderr)
+            log.info("resuming %s at epoch %d, step %d", out, epoch + 1, start)
     elif cfg.resume and rank == 0:
-        print(f"--resume: no saved state in {out}; starting fresh", file=sys.stderr)
+        log.warning("resume: no saved state in %s; starting fresh", out)
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     loss_fn = loss_fn or LOSSES[arch.loss]
     dtype = autocast_dtype(cfg.precision, device)
@@ -215,6 +195,8 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
 
     for ep in range(epoch, cfg.epochs):
         model.train()
+        for m in fixed:
+            m.eval()
         first = start if ep == epoch else 0
         loader = train_set.loader(cfg.batch_size, cfg.seed, ep, start=first, rank=rank,
                                   world=world, workers=cfg.workers)
@@ -258,7 +240,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     if rank == 0:
         save_checkpoint(out, net, {**base_card, "epochs": cfg.epochs, "metrics": metrics})
         if progress:
-            print(f"{out}: test accuracy {metrics['test_accuracy']:.4f}", file=sys.stderr)
+            log.info("%s: test accuracy %.4f", out, metrics["test_accuracy"])
     if world > 1:
         dist.barrier()
     return out

@@ -6,9 +6,10 @@ Array sets (Fashion-MNIST and its variants) are batched straight from memory
 """
 from __future__ import annotations
 
-import sys
+import logging
+import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +20,27 @@ from .errors import ExplainError, ImageError
 from .images import IMAGE_SUFFIXES, load_image
 from .preprocess import IMAGENET, InputSpec
 
+log = logging.getLogger(__name__)
+
+
+class SeededBatches:
+    """Batch sampler: permutation seeded by (seed, epoch), sharded by rank, from `start`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int = 0,
+                 rank: int = 0, world: int = 1):
+        self.n, self.bs, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.start, self.rank, self.world = start, rank, world
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.bs) - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        for b in range(self.start, math.ceil(self.n / self.bs)):
+            chunk = perm[b * self.bs:(b + 1) * self.bs]
+            yield chunk[self.rank::self.world].tolist()
+
 
 class TrainSet(Dataset):
     classes: list[str]
@@ -26,7 +48,6 @@ class TrainSet(Dataset):
 
     def loader(self, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0,
                world: int = 1, workers: int = 0, shuffle: bool = True) -> Iterable[dict]:
-        from .train import SeededBatches
         if shuffle:
             sampler = SeededBatches(len(self), batch_size, seed, epoch, start, rank, world)
         else:
@@ -91,29 +112,29 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
     """(files with labels, class names, number skipped). Each image is decoded once here so
     that corrupt files are found before training, not in the middle of an epoch."""
     if not root.is_dir():
-        raise ExplainError(f"--data: {root} is not a directory")
+        raise ExplainError(f"{root} is not a directory", param="data")
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
     classes = classes or found
     if not classes:
-        raise ExplainError(f"--data: {root} has no class sub-folders (ImageFolder layout: "
-                           f"{root}/CLASS/IMAGE.jpg)")
+        raise ExplainError(f"{root} has no class sub-folders (ImageFolder layout: "
+                           f"{root}/CLASS/IMAGE.jpg)", param="data")
     files, skipped = [], 0
     for label, name in enumerate(classes):
         imgs = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not imgs:
-            print(f"warning: {root / name}: class {name!r} has no images", file=sys.stderr)
+            log.warning("%s: class %r has no images", root / name, name)
         for p in imgs:
             try:
                 load_image(p)
             except ImageError as e:
-                print(f"warning: skipped {e}", file=sys.stderr)
+                log.warning("skipped %s", e)
                 skipped += 1
                 continue
             files.append((p, label))
     if skipped:
-        print(f"warning: {root}: skipped {skipped} unreadable image(s)", file=sys.stderr)
+        log.warning("%s: skipped %d unreadable image(s)", root, skipped)
     if not files:
-        raise ExplainError(f"--data: {root} holds no readable images")
+        raise ExplainError(f"{root} holds no readable images", param="data")
     return files, classes, skipped
 
 
@@ -136,8 +157,8 @@ def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET,
         te, _, _ = scan_folder(held, classes)
         return FolderSet(tr[:limit], classes, spec), FolderSet(te, classes, spec)
     if not root.exists():
-        raise ExplainError(f"--data: {data!r} is neither a known data set "
-                           f"({', '.join(SYNTHETIC)}) nor a directory")
+        raise ExplainError(f"{data!r} is neither a known data set "
+                           f"({', '.join(SYNTHETIC)}) nor a directory", param="data")
     files, classes, _ = scan_folder(root)
     order = np.random.default_rng(seed).permutation(len(files))
     n_test = max(1, len(files) // 10) if len(files) > 1 else 0

@@ -10,8 +10,8 @@ what it finished, and `--resume` skips that.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,8 @@ from .outdir import Lock, check_writable, claim
 from .page import write_page
 from .shard import Group
 from .writer import RowWriter, Style
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,7 +162,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
         for batch in batches:
             failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]
             for row in failed:
-                bar.write(f"error: {row['error']}", file=sys.stderr)
+                log.error(row["error"])
             record(failed)
             if batch.items:
                 expl = explain_batch(model, batch.x, opts.methods, opts.layer)
@@ -189,13 +191,13 @@ def _claim(out: Path, items: list[Item], settings: dict, resume: bool, group: Gr
             done = finished_ids(out, read_rows(out)) if resume else set()
             decision = {"done": sorted(done & {it.id for it in items})}
         except ExplainError as e:
-            decision = {"error": str(e)}
+            decision = {"error": e}  # pickled with its param for the other ranks
             if lock:
                 lock.release()
                 lock = None
     decision = group.share(decision)
     if "error" in decision:
-        raise ExplainError(decision["error"])
+        raise decision["error"]
     done = set(decision["done"])
     return lock, group.part([it for it in items if it.id not in done]), len(done)
 

@@ -79,7 +79,8 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
     elif any(c in spec for c in GLOB_CHARS):
         found = _glob(spec)
     else:
-        raise ExplainError(f"INPUT {spec}: no such folder, image, list file or matching glob")
+        raise ExplainError(f"{spec}: no such folder, image, list file or matching glob",
+                           param="input")
     items: list[Item] = []
     seen: set[str] = set()
     for path, name, truth in found:
@@ -90,7 +91,7 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
         if limit is not None and len(items) >= limit:
             break
     if not items:
-        raise ExplainError(f"INPUT {spec}: no images to put in a gallery")
+        raise ExplainError(f"{spec}: no images to put in a gallery", param="input")
     return items
 
 

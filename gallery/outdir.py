@@ -27,9 +27,9 @@ def check_writable(out: Path) -> None:
         with tempfile.TemporaryFile(dir=out):
             pass
     except FileExistsError:
-        raise ExplainError(f"--out {out}: exists and is not a folder") from None
+        raise ExplainError(f"{out}: exists and is not a folder", param="out") from None
     except OSError as e:
-        raise ExplainError(f"--out {out}: not writable ({e.strerror or e})") from None
+        raise ExplainError(f"{out}: not writable ({e.strerror or e})", param="out") from None
 
 
 class Lock:
@@ -44,8 +44,9 @@ class Lock:
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise ExplainError(f"--out {out}: another `explain gallery` run (pid {holder}) is "
-                               "writing there; wait for it or choose another folder") from None
+            raise ExplainError(f"{out}: another `explain gallery` run (pid {holder}) is "
+                               "writing there; wait for it or choose another folder",
+                               param="out") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
 
@@ -63,12 +64,14 @@ def claim(out: Path, settings: dict, resume: bool) -> None:
     if path.exists():
         before = json.loads(path.read_text())
         if not resume:
-            raise ExplainError(f"--out {out}: already holds a gallery ({len(read_rows(out))} "
-                               "rows); pass --resume to continue it, or choose another folder")
+            raise ExplainError(f"{out}: already holds a gallery ({len(read_rows(out))} "
+                               "rows); pass --resume to continue it, or choose another folder",
+                               param="out")
         keys = ("model", "methods", "size", "alpha", "cmap", "layer")
         diff = [f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in keys
                 if before.get(k) != settings.get(k)]
         if diff:
-            raise ExplainError(f"--resume: {out} was built with other settings "
-                               f"({'; '.join(diff)}); use the same ones or another --out")
+            raise ExplainError(f"{out} was built with other settings "
+                               f"({'; '.join(diff)}); use the same ones or another --out",
+                               param="resume")
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")

@@ -63,7 +63,8 @@ def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
         # Atomic without fsync: the journal line written after them vouches for the files.
         atomic_write_files(files)
     except OSError as e:
-        raise ExplainError(f"--out {out}: cannot write {e.filename} ({e.strerror or e})") from None
+        raise ExplainError(f"{out}: cannot write {e.filename} ({e.strerror or e})",
+                           param="out") from None
     return rows
 
 

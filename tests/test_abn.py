@@ -122,7 +122,7 @@ def test_mismatched_official_checkpoint_names_the_keys(tmp_path):
 
 def test_official_model_without_weights_is_a_clear_error():
     from explain.errors import ExplainError
-    with pytest.raises(ExplainError, match="--weights FILE"):
+    with pytest.raises(ExplainError, match="^weights: abn_resnet50 needs the official checkpoint"):
         create_model("abn_resnet50")
 
 

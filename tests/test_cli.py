@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import SAMPLES
 
-from cli.main import main
+from explain.cli.main import main
 
 # Boxes in original-image pixels (x0, y0, x1, y1): the cat's face in chelsea.jpg (451x300,
 # background at the right edge) and the cup with its coffee in coffee.jpg (600x400).

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import explain.edits as edits_mod
-from cli.main import main
+from explain.cli.main import main
 from explain.edits import (EditStore, folder_labels, import_files, model_id, model_maps,
                            read_map_file)
 from explain.errors import ExplainError

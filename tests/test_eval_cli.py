@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cli.main import main
+from explain.cli.main import main
 from explain.metrics import evaluate
 from explain.metrics.report import summary, table_rows, text_table, write_outputs
 from explain.metrics.sources import array_source

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli.main import main
+from explain.cli.main import main
 from explain.checkpoint import load_checkpoint
 from explain.datasets import FMNIST_CLASSES, ArrayData
 from explain.edits import EditStore

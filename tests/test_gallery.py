@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli.main import main
+from explain.cli.main import main
 from conftest import tiny_checkpoint
 from explain.errors import ExplainError
 from explain.registry import create_model
-from gallery.build import Options, build_gallery
-from gallery.inputs import class_index, collect
-from gallery.manifest import Journal, read_rows, shard_path
-from gallery.outdir import Lock
-from gallery.writer import Style
+from explain.gallery.build import Options, build_gallery
+from explain.gallery.inputs import class_index, collect
+from explain.gallery.manifest import Journal, read_rows, shard_path
+from explain.gallery.outdir import Lock
+from explain.gallery.writer import Style
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gallery.build import Options, build_gallery
-from gallery.inputs import collect
-from gallery.writer import Style
+from explain.gallery.build import Options, build_gallery
+from explain.gallery.inputs import collect
+from explain.gallery.writer import Style
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

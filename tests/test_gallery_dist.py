@@ -11,7 +11,7 @@ import sys
 def test_two_ranks_share_the_work_and_merge_one_gallery(fmnist_pngs, tiny_abn_dir, tmp_path):
     out = tmp_path / "g"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cli.main", "gallery", str(fmnist_pngs), "--model", str(tiny_abn_dir),
+           "-m", "explain", "gallery", str(fmnist_pngs), "--model", str(tiny_abn_dir),
            "--methods", "abn,gradcam", "--out", str(out), "--batch-size", "4", "--workers", "0",
            "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -24,7 +24,7 @@ def slow_tiny_abn() -> Model:
 
 
 def gallery_cmd(folder: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "gallery", str(folder), "--model",
+    return [sys.executable, "-m", "explain", "gallery", str(folder), "--model",
             "test_gallery_resume:slow_tiny_abn", "--methods", "abn,gradcam", "--out", str(out),
             "--batch-size", "2", "--workers", "0", "--no-progress", *extra]
 

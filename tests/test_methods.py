@@ -93,6 +93,32 @@ def test_no_hooks_left_after_many_calls_and_after_an_exception(tiny_abn):
     assert torch.is_grad_enabled()
 
 
+def test_a_with_block_holds_eval_mode_and_one_hook_until_it_ends(tiny_abn):
+    net = tiny_abn.net.train()
+    before = n_hooks(net)
+    x = torch.randn(2, 1, 28, 28)
+    with Explainer(tiny_abn, "gradcam") as ex:
+        assert not net.training  # eval for the whole block, not per call
+        first = ex(x)
+        assert n_hooks(net) == before + 1  # the layer's hook stays, and only one
+        second = ex(x)
+        assert n_hooks(net) == before + 1 and not net.training
+    assert n_hooks(net) == before and net.training  # removed, mode restored
+    assert torch.equal(first.maps, second.maps) and ex.layer == tiny_abn.cam_layer
+    with pytest.raises(RuntimeError, match="inside"):
+        with Explainer(tiny_abn, "abn") as ex:
+            ex(x)
+            raise RuntimeError("inside the block")
+    assert n_hooks(net) == before and net.training
+
+
+def test_library_errors_name_the_parameter_not_a_flag(tiny_abn):
+    with pytest.raises(ExplainError) as err:
+        Explainer(tiny_abn, "gradcam", layer="nope")(torch.randn(1, 1, 28, 28))
+    assert err.value.param == "layer" and "--" not in str(err.value)
+    assert str(err.value).startswith("layer: ")
+
+
 def test_unknown_layer_and_method_are_clear(tiny_abn):
     with pytest.raises(ExplainError, match="no layer 'nope'.*candidates"):
         Explainer(tiny_abn, "gradcam", layer="nope")(torch.randn(1, 1, 28, 28))
@@ -133,7 +159,7 @@ def test_every_method_eval_offers_runs_on_every_architecture(tmp_path, arch):
     """`explain eval --methods all` (and RESULTS.md) asks each model for every method it
     supports; CAM once took Attend-and-Rectify's gate (a Linear on the same pooled features)
     for its classifier."""
-    from cli.eval_cmd import resolve_methods
+    from explain.cli.eval_cmd import resolve_methods
     from conftest import tiny_checkpoint
     from explain.registry import create_model
     model = create_model(str(tiny_checkpoint(tmp_path / arch, arch=arch)))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cli.main import main
+from explain.cli.main import main
 from explain.checkpoint import save_checkpoint
 from explain.datasets import FMNIST_CLASSES
 from explain.errors import ExplainError, WeightsError

@@ -58,8 +58,9 @@ class EditorSession:
     def __init__(self, model: Model, store: EditStore, inputs: list[str], limit: int | None = None,
                  topk: int = 5, batch_size: int = 64, progress: bool = True):
         if not hasattr(model.net, "forward_all") or "abn" not in model.native:
-            raise ExplainError(f"--model {model.name}: not an Attention Branch Network; the "
-                               "editor edits ABN attention maps (e.g. --model abn)")
+            raise ExplainError(f"{model.name}: not an Attention Branch Network; the "
+                               "editor edits ABN attention maps (e.g. the embedded model abn)",
+                               param="model")
         self.model, self.store, self.topk = model, store, topk
         self.model_id = model_id(model)
         self.lock = threading.Lock()  # one forward pass at a time on the shared network
@@ -80,7 +81,7 @@ class EditorSession:
                 items.append(Item(p, batch.views[j], lab, int(pred[j]), float(conf[j]),
                                   None if lab is None else float(probs[j, lab])))
         if not items:
-            raise ExplainError(f"{', '.join(inputs)}: no readable images to edit")
+            raise ExplainError(f"{', '.join(inputs)}: no readable images to edit", param="inputs")
         if all(it.label is not None for it in items):
             # misclassified first, then the least confident (lowest probability of the truth)
             items.sort(key=lambda it: (it.pred == it.label, it.true_prob))

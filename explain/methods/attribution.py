@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from captum import attr
 
-from .core import Method, find_module
+from .core import Method, find_module, register
 
 
 class CaptumMethod(Method):
@@ -24,8 +24,10 @@ class CaptumMethod(Method):
         return a.detach().float().abs().sum(1, keepdim=True)
 
 
+@register
 class IntegratedGradients(CaptumMethod):
     name = "integrated_gradients"
+    aliases = ("ig",)
 
     def attribute(self, x, targets):
         steps = int(self.options.get("steps", 32))
@@ -34,6 +36,7 @@ class IntegratedGradients(CaptumMethod):
             internal_batch_size=int(self.options.get("batch_size", 64)))
 
 
+@register
 class Saliency(CaptumMethod):
     name = "saliency"
 
@@ -41,6 +44,7 @@ class Saliency(CaptumMethod):
         return attr.Saliency(self.net).attribute(x.clone().requires_grad_(True), target=targets)
 
 
+@register
 class Occlusion(CaptumMethod):
     name = "occlusion"
 
@@ -54,8 +58,10 @@ class Occlusion(CaptumMethod):
         return a.clamp(min=0)  # evidence for the class: where occluding lowers the score
 
 
+@register
 class GuidedGradCAM(CaptumMethod):
     name = "guided_gradcam"
+    aliases = ("guided-gradcam",)
     needs_layer = True  # captum hooks the layer itself
 
     def attribute(self, x, targets):

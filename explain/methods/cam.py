@@ -11,58 +11,10 @@ from torch import nn
 
 from ..errors import ExplainError
 from ..explanation import normalise
-from .core import Method
+from .core import Method, register
 
 
-class GradCAMBase(Method):
-    """L = ReLU(sum_k w_k A_k) with w from `weights(acts, grads)`."""
-
-    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def compute(self, x, acts, logits, targets):
-        grads = self.score_grads(acts, logits, targets)
-        acts, grads = acts.detach().float(), grads.float()
-        w = self.weights(acts, grads)
-        return F.relu((w * acts).sum(1, keepdim=True))
-
-
-class GradCAM(GradCAMBase):
-    """Selvaraju et al. 2017: w_k = mean over positions of dY/dA_k."""
-    name = "gradcam"
-
-    def weights(self, acts, grads):
-        return grads.mean(dim=(2, 3), keepdim=True)
-
-
-class GradCAMPlusPlus(GradCAMBase):
-    """Chattopadhay et al. 2018, with exp(score) so higher-order terms are powers of g."""
-    name = "gradcampp"
-
-    def weights(self, acts, grads):
-        g2, g3 = grads.pow(2), grads.pow(3)
-        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
-        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-        return (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
-
-
-class XGradCAM(GradCAMBase):
-    """Fu et al. 2020: w_k = sum(A_k * dY/dA_k) / sum(A_k)."""
-    name = "xgradcam"
-
-    def weights(self, acts, grads):
-        s = acts.sum(dim=(2, 3), keepdim=True)
-        return (acts * grads).sum(dim=(2, 3), keepdim=True) / torch.where(s != 0, s, torch.ones_like(s))
-
-
-class LayerCAM(GradCAMBase):
-    """Jiang et al. 2021: per-position weights ReLU(dY/dA)."""
-    name = "layercam"
-
-    def weights(self, acts, grads):
-        return F.relu(grads)
-
-
+@register
 class CAM(Method):
     """Zhou et al. 2016: M_c = sum_k w^c_k A_k with w the linear classifier after global
     average pooling of the hooked layer; needs no gradient."""
@@ -86,10 +38,67 @@ class CAM(Method):
         return F.relu(torch.einsum("bk,bkhw->bhw", w, acts.float()).unsqueeze(1))
 
 
+class GradCAMBase(Method):
+    """L = ReLU(sum_k w_k A_k) with w from `weights(acts, grads)`."""
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(self, x, acts, logits, targets):
+        grads = self.score_grads(acts, logits, targets)
+        acts, grads = acts.detach().float(), grads.float()
+        w = self.weights(acts, grads)
+        return F.relu((w * acts).sum(1, keepdim=True))
+
+
+@register
+class GradCAM(GradCAMBase):
+    """Selvaraju et al. 2017: w_k = mean over positions of dY/dA_k."""
+    name = "gradcam"
+    aliases = ("grad-cam",)
+
+    def weights(self, acts, grads):
+        return grads.mean(dim=(2, 3), keepdim=True)
+
+
+@register
+class GradCAMPlusPlus(GradCAMBase):
+    """Chattopadhay et al. 2018, with exp(score) so higher-order terms are powers of g."""
+    name = "gradcampp"
+    aliases = ("gradcam++",)
+
+    def weights(self, acts, grads):
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        return (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
+
+
+@register
+class XGradCAM(GradCAMBase):
+    """Fu et al. 2020: w_k = sum(A_k * dY/dA_k) / sum(A_k)."""
+    name = "xgradcam"
+
+    def weights(self, acts, grads):
+        s = acts.sum(dim=(2, 3), keepdim=True)
+        return (acts * grads).sum(dim=(2, 3), keepdim=True) / torch.where(s != 0, s, torch.ones_like(s))
+
+
+@register
+class LayerCAM(GradCAMBase):
+    """Jiang et al. 2021: per-position weights ReLU(dY/dA)."""
+    name = "layercam"
+
+    def weights(self, acts, grads):
+        return F.relu(grads)
+
+
+@register
 class ScoreCAM(Method):
     """Wang et al. 2020: each channel, upsampled and min-max normalised, masks the input;
     its weight is the softmax target score of the masked input. Batched over channels."""
     name = "scorecam"
+    aliases = ("score-cam",)
     uses_gradients = False
 
     def compute(self, x, acts, logits, targets):

@@ -1,10 +1,12 @@
 """The extractor base class: owns the hook lifecycle, target-layer resolution and mode
 restoring; a method overrides one function.
 
-Every call registers its hooks, runs, and removes them in `finally`, and restores the
-model's train/eval mode, so nothing leaks even when the forward raises. Gradient methods
-switch autograd on *at* the hooked layer: no graph is built upstream, and
-`torch.autograd.grad` runs only from the target score back to that activation.
+A method runs in a *session*: the model in eval mode, its hook registered (through
+`explain.hooks`). A call opens its own session and closes it in `finally`, removing the hook
+and restoring the model's train/eval mode, so nothing leaks even when the forward raises;
+`with Explainer(...)` holds one session open across its calls. Gradient methods switch
+autograd on *at* the hooked layer: no graph is built upstream, and `torch.autograd.grad`
+runs only from the target score back to that activation.
 """
 from __future__ import annotations
 
@@ -16,9 +18,20 @@ from torch import nn
 
 from ..errors import ExplainError
 from ..explanation import Explanation, normalise, upsample
-from ..registry import Model
+from ..hooks import Hooks
+from ..model import Model
 
 Targets = int | Sequence[int] | torch.Tensor | None
+
+METHODS: dict[str, type["Method"]] = {}  # name -> class, in registration order
+ALIASES: dict[str, str] = {}             # other spelling -> name
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make a method available by its `name` (and its `aliases`)."""
+    METHODS[cls.name] = cls
+    ALIASES.update({a: cls.name for a in cls.aliases})
+    return cls
 
 
 def as_model(model: Model | nn.Module) -> Model:
@@ -32,8 +45,8 @@ def as_model(model: Model | nn.Module) -> Model:
 def find_module(net: nn.Module, path: str) -> nn.Module:
     modules = dict(net.named_modules())
     if path not in modules:
-        raise ExplainError(f"--layer: {type(net).__name__} has no layer {path!r}; candidates: "
-                           f"{', '.join(candidate_layers(net)[-8:])}")
+        raise ExplainError(f"{type(net).__name__} has no layer {path!r}; candidates: "
+                           f"{', '.join(candidate_layers(net)[-8:])}", param="layer")
     return modules[path]
 
 
@@ -46,25 +59,23 @@ def locate_layer(net: nn.Module, x: torch.Tensor) -> str:
     """The module whose 4-D output (spatial size > 1) finishes last in a forward pass: the
     deepest spatial feature map, e.g. `layer4` of a ResNet or `features` of a VGG."""
     last: list[str] = []
-    hooks = [m.register_forward_hook(
-        lambda mod, inp, out, name=name: last.append(name)
-        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1 else None)
-        for name, m in net.named_modules() if name]
-    try:
-        with torch.no_grad():
-            net(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    with Hooks() as hooks, torch.no_grad():
+        for name, m in net.named_modules():
+            if name:
+                hooks.forward(m, lambda mod, inp, out, name=name: last.append(name)
+                              if isinstance(out, torch.Tensor) and out.ndim == 4
+                              and out.shape[-1] > 1 else None)
+        net(x[:1])
     if not last:
-        raise ExplainError(f"{type(net).__name__}: no layer with a spatial (4-D) output; "
-                           "give --layer")
+        raise ExplainError(f"{type(net).__name__} has no layer with a spatial (4-D) output; "
+                           "name one", param="layer")
     return last[-1]
 
 
 class Method:
     """Base extractor. Subclasses set `name` and override `compute`."""
     name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()  # other accepted spellings of `name`
     uses_gradients: ClassVar[bool] = True
     needs_layer: ClassVar[bool] = True       # resolve a target layer
     reads_activation: ClassVar[bool] = True  # hook that layer's output
@@ -74,12 +85,26 @@ class Method:
         self.net = self.model.net
         self.layer = layer
         self.options = options
+        self._hooks: Hooks | None = None   # while a session is open
+        self._hooked: str | None = None    # the layer its hook reads
+        self._acts: torch.Tensor | None = None
 
-    def __enter__(self) -> "Method":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Eval mode and this method's hook for the duration; calls inside reuse them.
+        Re-entrant: an inner session is the outer one."""
+        if self._hooks is not None:
+            yield
+            return
+        was_training = self.net.training
+        self.net.eval()
+        self._hooks = Hooks()
+        try:
+            yield
+        finally:
+            self._hooks.remove()
+            self._hooks, self._hooked, self._acts = None, None, None
+            self.net.train(was_training)
 
     def resolve_layer(self, x: torch.Tensor) -> str:
         if self.layer is None:
@@ -94,44 +119,46 @@ class Method:
         """The map (B, k, h, w) from the hooked activation (requires grad for gradient methods)."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def _hooked(self, module: nn.Module, store: dict) -> Iterator[None]:
-        def hook(mod: nn.Module, inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-            if self.uses_gradients:
-                torch.set_grad_enabled(True)  # build the graph from here on only
-                out = out.detach().requires_grad_(True)
-                store["acts"] = out
-                return out
-            store["acts"] = out.detach()
-            return None
+    def _read(self, mod: nn.Module, inp: Any, out: torch.Tensor) -> torch.Tensor | None:
+        """The forward hook on the target layer: keeps its output as `_acts`."""
+        if self.uses_gradients:
+            torch.set_grad_enabled(True)  # build the graph from here on only
+            self._acts = out.detach().requires_grad_(True)
+            return self._acts
+        self._acts = out.detach()
+        return None
 
-        handle = module.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def _hook(self, layer: str) -> None:
+        """Hook `layer` for the open session (once; the layer is fixed once resolved)."""
+        if self._hooked != layer:
+            assert self._hooks is not None and self._hooked is None
+            self._hooks.forward(find_module(self.net, layer), self._read)
+            self._hooked = layer
 
     def __call__(self, x: torch.Tensor, targets: Targets = None) -> Explanation:
         x = x.to(self.model.device)
-        was_training = self.net.training
-        self.net.eval()
-        store: dict[str, torch.Tensor] = {}
-        try:
+        with self.session():
             layer = self.resolve_layer(x) if self.needs_layer else None
             hooked = layer is not None and self.reads_activation
-            ctx = self._hooked(find_module(self.net, layer), store) if hooked else contextlib.nullcontext()
-            with torch.no_grad(), ctx:
+            if hooked:
+                self._hook(layer)
+            self._acts = None
+            with torch.no_grad():
                 logits = self.forward(x)
-                if hooked and "acts" not in store:
-                    raise ExplainError(f"--layer: {layer!r} was not run by the forward pass")
+                if hooked and self._acts is None:
+                    raise ExplainError(f"{layer!r} was not run by the forward pass", param="layer")
                 t = self.targets(targets, logits)
-                raw = self.compute(x, store.get("acts"), logits, t).detach()
-        finally:
-            self.net.train(was_training)
+                raw = self.compute(x, self._acts, logits, t).detach()
+            self._acts = None
         maps = normalise(upsample(raw.mean(1, keepdim=True), tuple(x.shape[-2:])))
-        return Explanation(maps, raw, logits.detach(), t, self.name, layer, self.extras(store))
+        return Explanation(maps, raw, logits.detach(), t, self.name, layer, self.extras())
 
-    def extras(self, store: dict) -> dict[str, torch.Tensor]:
+    def all_maps(self, x: torch.Tensor, targets: Targets = None) -> dict[str, Explanation]:
+        """Every map this method gives for `x`, keyed by name: one for most methods;
+        native methods give one per attention module (`method@label`)."""
+        return {self.name: self(x, targets)}
+
+    def extras(self) -> dict[str, torch.Tensor]:
         return {}
 
     @staticmethod
@@ -143,9 +170,9 @@ class Method:
             t = torch.as_tensor(targets, device=logits.device).long().flatten()
             t = t.expand(b) if t.numel() == 1 else t
             if t.numel() != b:
-                raise ExplainError(f"--target: {t.numel()} targets for a batch of {b}")
+                raise ExplainError(f"{t.numel()} targets for a batch of {b}", param="targets")
             if (t < 0).any() or (t >= k).any():
-                raise ExplainError(f"--target: class index out of range 0..{k - 1}")
+                raise ExplainError(f"class index out of range 0..{k - 1}", param="targets")
         return t
 
     @staticmethod

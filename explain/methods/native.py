@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import ExplainError
 from ..explanation import Explanation, normalise, upsample
-from .core import Method, Targets, find_module
+from ..hooks import Hooks
+from .core import Method, Targets, find_module, register
 
 
 def short_labels(paths: list[str]) -> list[str]:
@@ -34,13 +35,11 @@ def short_labels(paths: list[str]) -> list[str]:
 @contextlib.contextmanager
 def capture(net: nn.Module, layers: list[str], store: dict[str, torch.Tensor]) -> Iterator[None]:
     """Record the detached output of each module in `layers` into `store` while active."""
-    handles = [find_module(net, name).register_forward_hook(
-        lambda mod, inp, out, name=name: store.__setitem__(name, out.detach())) for name in layers]
-    try:
+    with Hooks() as hooks:
+        for name in layers:
+            hooks.forward(find_module(net, name),
+                          lambda mod, inp, out, name=name: store.__setitem__(name, out.detach()))
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class NativeMap(Method):
@@ -50,9 +49,9 @@ class NativeMap(Method):
         own = self.model.native_maps(self.name)
         if not own:
             have = ", ".join(sorted(self.model.native)) or "none"
-            raise ExplainError(f"--methods: model {self.model.name!r} has no native "
+            raise ExplainError(f"model {self.model.name!r} has no native "
                                f"{self.name!r} map (native maps: {have}); use a CAM-family "
-                               "method such as gradcam")
+                               "method such as gradcam", param="method")
         return own
 
     def resolve_layer(self, x: torch.Tensor) -> str:
@@ -60,8 +59,9 @@ class NativeMap(Method):
         if self.layer is None:
             self.layer = self.model.native.get(self.name, own[-1])
         elif self.layer not in own:
-            raise ExplainError(f"--layer: model {self.model.name!r} has no {self.name} map at "
-                               f"{self.layer!r}; its {self.name} maps: {', '.join(own)}")
+            raise ExplainError(f"model {self.model.name!r} has no {self.name} map at "
+                               f"{self.layer!r}; its {self.name} maps: {', '.join(own)}",
+                               param="layer")
         return self.layer
 
     def compute(self, x, acts, logits, targets):
@@ -83,11 +83,13 @@ class NativeMap(Method):
         return out
 
 
+@register
 class ABNMap(NativeMap):
     """Attention Branch Network's M(x): class-agnostic, (B, 1, h, w)."""
     name = "abn"
 
 
+@register
 class RANMap(NativeMap):
     """Residual Attention Network: each attention module's soft mask M (B, C, h, w), shown as
     its channel mean (B, 1, h, w)."""
@@ -97,17 +99,21 @@ class RANMap(NativeMap):
         return acts.float().mean(1, keepdim=True)
 
 
+@register
 class CBAMMap(NativeMap):
     """CBAM's spatial attention M_s of a block, (B, 1, h, w)."""
     name = "cbam"
 
 
+@register
 class AttendRectifyMap(NativeMap):
     """Attend and Rectify: a module's attention heads weighted by their confidence gates,
     g_k H_k (B, K, h, w); the map is their sum over heads."""
     name = "attend_rectify"
+    aliases = ("attend-and-rectify",)
 
 
+@register
 class SEMap(NativeMap):
     """Squeeze-and-excitation vectors s (B, C) of a block: no spatial map (`maps` is zero),
     `raw` is the vector, rendered as a bar chart."""
@@ -127,25 +133,27 @@ class SEMap(NativeMap):
         return {k: self._vector(e) for k, e in super().all_maps(x, targets).items()}
 
 
+@register
 class BayesABNMap(NativeMap):
     """Bayesian ABN: the mean of M(x) over T Monte-Carlo dropout passes (option `samples`);
     extras: `std` (B, 1, h, w), the uncertainty map, and each branch's predictive entropy
     `entropy_attention`, `entropy_perception` (B,). `logits` are the log mean probabilities of
     the more certain branch."""
     name = "bayes_abn"
+    aliases = ("bayesian_abn",)
     reads_activation = False  # the T passes are run by the model's mc_forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.net, "mc_forward"):
-            raise ExplainError(f"--methods: bayes_abn needs a Bayesian ABN model, not "
-                               f"{type(self.net).__name__}")
+            raise ExplainError(f"bayes_abn needs a Bayesian ABN model, not "
+                               f"{type(self.net).__name__}", param="method")
         self._mc = self.net.mc_forward(x, self.options.get("samples"))
         return self._mc.logits
 
     def compute(self, x, acts, logits, targets):
         return self._mc.map_mean
 
-    def extras(self, store):
+    def extras(self):
         mc = self._mc
         return {"std": mc.map_std, "entropy_attention": mc.entropy_attention,
                 "entropy_perception": mc.entropy_perception}

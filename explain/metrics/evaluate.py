@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..explanation import Explanation
 from ..pipeline import explain_batch
 from ..registry import Model
-from ..train import autocast_dtype
+from ..precision import autocast_dtype
 from .faithfulness import auc, confidence_change, perturbation_curves, step_counts
 from .localisation import (energy_pointing_game, pointing_game, pointing_tolerance, wr_threshold,
                            wrong_reason)

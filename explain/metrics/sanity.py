@@ -26,6 +26,7 @@ from torch import nn
 from torchmetrics.functional import spearman_corrcoef
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from ..hooks import Hooks
 from ..pipeline import explain_batch
 from ..registry import Model
 from .maps import as_maps, constant, finite, skipped
@@ -41,14 +42,10 @@ def randomisation_units(net: nn.Module, x: torch.Tensor) -> list[str]:
             units[name] = child
     units = {n: m for n, m in units.items() if any(True for _ in m.parameters())}
     ran: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: ran.append(n) if n not in ran else None)
-             for n, m in units.items()]
-    try:
-        with torch.no_grad():
-            net(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    with Hooks() as hooks, torch.no_grad():
+        for n, m in units.items():
+            hooks.pre(m, lambda mod, inp, n=n: ran.append(n) if n not in ran else None)
+        net(x[:1])
     return ran[::-1]
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,6 +29,7 @@ from ..registry import Model
 from .localisation import box_masks
 
 DECOY = "decoy-fmnist"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,19 +92,20 @@ def _number(text: str, where: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ExplainError(f"{where}: {text!r} is not a number") from None
+        raise ExplainError(f"{where}: {text!r} is not a number", param="boxes") from None
 
 
 def read_boxes(path: str | Path, root: Path) -> dict[Path, list[tuple[float, ...]]]:
     """Boxes per image (resolved path) from a JSON or CSV file; see the module doc."""
     path = Path(path)
     if not path.is_file():
-        raise ExplainError(f"--boxes: {path}: no such file")
+        raise ExplainError(f"{path}: no such file", param="boxes")
     out: dict[Path, list[tuple[float, ...]]] = {}
 
     def add(name: str, box: list, where: str) -> None:
         if len(box) != 4:
-            raise ExplainError(f"{where}: expected 4 numbers x0, y0, x1, y1, got {len(box)}")
+            raise ExplainError(f"{where}: expected 4 numbers x0, y0, x1, y1, got {len(box)}",
+                               param="boxes")
         p = Path(name)
         key = (p if p.is_absolute() else root / p).resolve()
         out.setdefault(key, []).append(tuple(_number(str(v), where) for v in box))
@@ -112,13 +114,15 @@ def read_boxes(path: str | Path, root: Path) -> dict[Path, list[tuple[float, ...
         try:
             table = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ExplainError(f"--boxes: {path}: not valid JSON ({e})") from None
+            raise ExplainError(f"{path}: not valid JSON ({e})", param="boxes") from None
         if not isinstance(table, dict):
-            raise ExplainError(f"--boxes: {path}: expected an object {{image: box or [boxes]}}")
+            raise ExplainError(f"{path}: expected an object {{image: box or [boxes]}}",
+                               param="boxes")
         for name, boxes in table.items():
-            where = f"--boxes: {path}: {name}"
+            where = f"{path}: {name}"
             if not isinstance(boxes, list):
-                raise ExplainError(f"{where}: expected [x0, y0, x1, y1] or a list of such boxes")
+                raise ExplainError(f"{where}: expected [x0, y0, x1, y1] or a list of such boxes",
+                                   param="boxes")
             for box in boxes if boxes and all(isinstance(b, list) for b in boxes) else [boxes]:
                 add(name, box, where)
         return out
@@ -126,7 +130,7 @@ def read_boxes(path: str | Path, root: Path) -> dict[Path, list[tuple[float, ...
         for i, row in enumerate(csv.reader(f), start=1):
             if not row or (i == 1 and not re.match(r"^-?[\d.]+$", row[-1].strip())):
                 continue  # blank line or header
-            add(row[0], [v.strip() for v in row[1:]], f"--boxes: {path} line {i}")
+            add(row[0], [v.strip() for v in row[1:]], f"{path} line {i}")
     return out
 
 
@@ -148,7 +152,7 @@ def folder_source(model: Model, root: str | Path, boxes: str | Path | None = Non
     classes gives the label. Unreadable images are reported in `failed` and skipped."""
     root = Path(root)
     if not root.is_dir():
-        raise ExplainError(f"--data: {root} is neither a known data set nor a directory")
+        raise ExplainError(f"{root} is neither a known data set nor a directory", param="data")
     paths = find_images([str(root)])[:limit or None]
     classes = {_key(c): i for i, c in enumerate(model.classes)}
     table = read_boxes(boxes, root) if boxes else None
@@ -157,7 +161,7 @@ def folder_source(model: Model, root: str | Path, boxes: str | Path | None = Non
         known = {p.resolve() for p in paths}
         unmatched = [p for p in table if p not in known]
         if unmatched:
-            source.notes.append(f"--boxes: {len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} "
+            source.notes.append(f"boxes: {len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} "
                                 f"name no image under {root} (e.g. {unmatched[0]})")
 
     def regions_for(batch_paths: list[Path], geoms: list[Geometry]) -> torch.Tensor:
@@ -172,7 +176,7 @@ def folder_source(model: Model, root: str | Path, boxes: str | Path | None = Non
         for s in range(0, len(paths), batch_size):
             batch, errors = prepare(model, paths[s:s + batch_size])
             for p, msg in errors:
-                print(f"error: {msg}", file=sys.stderr)
+                log.error(msg)
                 source.failed.append((str(p), msg))
             if batch is None:
                 continue

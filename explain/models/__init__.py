@@ -98,8 +98,8 @@ ARCHS: dict[str, Arch] = {
 
 def get_arch(name: str) -> Arch:
     if name not in ARCHS:
-        raise ExplainError(f"--arch: unknown architecture {name!r}; choose one of "
-                           f"{', '.join(sorted(ARCHS))}")
+        raise ExplainError(f"unknown architecture {name!r}; choose one of "
+                           f"{', '.join(sorted(ARCHS))}", param="arch")
     return ARCHS[name]
 
 

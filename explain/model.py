@@ -1,0 +1,42 @@
+"""A ready model: the network with everything needed to feed it and read its answers.
+Methods, pipelines and applications take a `Model`; `explain.registry` makes them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .preprocess import InputSpec
+
+
+@dataclass
+class Model:
+    """A ready network with everything needed to feed it and read its answers."""
+    name: str
+    net: nn.Module
+    input: InputSpec
+    classes: list[str]
+    native: dict[str, str] = field(default_factory=dict)  # method -> module path (default map)
+    cam_layer: str | None = None
+    card: dict = field(default_factory=dict)
+    # method -> every module path giving one of its maps, shallow to deep (RAN stages, CBAM
+    # blocks, ...); methods missing here have the single map of `native`
+    native_layers: dict[str, list[str]] = field(default_factory=dict)
+
+    def native_maps(self, method: str) -> list[str]:
+        """The module paths of `method`'s maps ([] when the model has no such native map)."""
+        if method in self.native_layers:
+            return list(self.native_layers[method])
+        return [self.native[method]] if method in self.native else []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if 0 <= index < len(self.classes) else str(index)
