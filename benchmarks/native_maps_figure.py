@@ -18,10 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explain.cli.image_cmd import default_methods  # noqa: E402  (native maps + gradcam)
+from explain.methods import select  # noqa: E402
 from explain.pipeline import explain_batch, prepare  # noqa: E402
 from explain.registry import create_model  # noqa: E402
-from explain.render import bars, overlay, panel, save_png, upscale_views  # noqa: E402
+from explain.render import panel, save_png, tiles, upscale_views  # noqa: E402
 
 SAMPLES = ROOT / "explain" / "samples" / "fmnist"
 
@@ -31,13 +31,12 @@ def rows_for(name: str, images: list[Path], size: int) -> list[np.ndarray]:
     batch, errors = prepare(model, images)
     if errors or batch is None:
         raise SystemExit(f"error: {'; '.join(m for _, m in errors)}")
-    expl = explain_batch(model, batch.x, default_methods(model.native), all_maps=True)
-    tiles = {m: bars(e.raw, size) if e.raw.ndim == 2 else overlay(batch.views, e.maps, size=size)
-             for m, e in expl.items()}
+    expl = explain_batch(model, batch.x, select(model), all_maps=True)
+    drawn = {m: tiles(e, batch.views, size) for m, e in expl.items()}
     probs, idx = next(iter(expl.values())).topk(1)
     views = upscale_views(batch.views, size)
     titles = ["input"] + [m.partition("@")[2] or m for m in expl]  # the header names the model
-    return [panel([views[i]] + [tiles[m][i] for m in expl], titles,
+    return [panel([views[i]] + [drawn[m][i] for m in expl], titles,
                   f"{model.name}: {model.class_name(int(idx[i, 0]))} "
                   f"{float(probs[i, 0]):.0%}")
             for i in range(len(batch.paths))]

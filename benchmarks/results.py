@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from explain.cli.eval_cmd import resolve_methods  # noqa: E402
 from explain.atomic import atomic_write_text  # noqa: E402
 from explain.datasets import load_named  # noqa: E402
 from explain.metrics import Report, array_source, evaluate  # noqa: E402
 from explain.metrics.report import (SANITY_LIMIT, markdown_table, sanity_failures,  # noqa: E402
                                     summary, table_rows, write_outputs)
+from explain.methods import select  # noqa: E402
 from explain.registry import create_model, registry  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -102,7 +102,7 @@ def model_section(name: str, data_name: str, args: argparse.Namespace) -> tuple[
     goal lines; runs in a worker process under --jobs."""
     torch.set_num_threads(args.threads)
     model = create_model(name)
-    supported = resolve_methods("all", model.native)
+    supported = select(model, "all")
     methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
     data = load_named(data_name, "test", limit=args.limit)
     report = evaluate(model, array_source(data, model.input, args.batch_size, "box"),

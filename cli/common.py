@@ -28,8 +28,7 @@ def device_arg(value: str) -> str:
     return value
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = False,
-                   methods_extra: str = "") -> None:
+def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     """--model, --weights, --methods, --layer: the same words in every subcommand that
     explains images."""
     p.add_argument("--model", required=required, default=None if required else DEFAULT_MODEL,
@@ -38,7 +37,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False,
                         + ("" if required else " (default: %(default)s)"))
     p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}{methods_extra}. "
+                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}; or 'all' (every "
+                        "method the model gives), 'native' (its native maps), 'cam-family'. "
                         "Default: the model's native maps and gradcam")
     p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
                    "for a native method with several maps (RAN modules, CBAM/SE blocks, "

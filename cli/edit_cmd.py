@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from explain.edits import EditStore, import_files
@@ -55,16 +54,9 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             print(f"{len(problems)} file(s) not imported", file=sys.stderr)
         return 1 if problems else 0
-    from explain.editor.server import EditorServer, EditorSession
-    session = EditorSession(model, store, args.inputs, args.limit, args.topk)
-    for msg in session.errors:
-        print(f"warning: {msg}", file=sys.stderr)
-    stale = [why for i in range(len(session.items)) if (why := session.stored(i)[1])]
-    for why in stale:
-        print(f"warning: {why}; not applied (the page says so; saving replaces it)", file=sys.stderr)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
-    server = EditorServer(session, args.port).start()
-    print(f"editing {len(session.items)} image(s); edits go to {store.root}")
+    from explain.jobs.edit import open_editor  # Flask loads only for the editor
+    server = open_editor(model, store, args.inputs, args.limit, args.topk, args.port)
+    print(f"editing {len(server.session.items)} image(s); edits go to {store.root}")
     print(f"open {server.url}")
     print("press Ctrl+C to stop", flush=True)
     try:
@@ -73,4 +65,4 @@ def run(args: argparse.Namespace) -> int:
         print("stopped", file=sys.stderr)
     finally:
         server.stop()
-    return 1 if session.errors else 0
+    return 1 if server.session.errors else 0

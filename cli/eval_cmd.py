@@ -4,18 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from explain.datasets import SYNTHETIC, load_named
-from explain.errors import ExplainError
-from explain.methods import METHODS
-from explain.methods.native import NativeMap
-from explain.metrics import array_source, evaluate, folder_source
-from explain.metrics.report import summary, table_rows, text_table, write_outputs
+from explain.datasets import SYNTHETIC
+from explain.jobs.evaluate import evaluate_on
+from explain.methods import select
+from explain.metrics.report import summary, table_rows, text_table
 from explain.registry import create_model
 
 from .common import add_model_args, device_arg, positive_int
-from .image_cmd import parse_methods
 
 HELP = "measure explanation methods: deletion/insertion AUC, pointing games, WR, sanity check"
 
@@ -29,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Localisation metrics need ground truth: the object box of cluttered-fmnist, the decoy "
         "patch of decoy-fmnist (WR), or --boxes for an image folder. Images a metric cannot "
         "score (no box, a box outside the image, a non-finite map) are skipped and counted.")
-    add_model_args(p, required=True, methods_extra="; 'all' for every method the model supports")
+    add_model_args(p, required=True)
     p.add_argument("--data", required=True,
                    help=f"{', '.join(SYNTHETIC)} (test split), or an image folder "
                         "(class sub-folders give labels where they match the model's classes)")
@@ -56,18 +52,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_methods(value: str | None, native: dict) -> list[str]:
-    """`all`: every registered method the model can give (of native maps, its own)."""
-    if value == "all":
-        return [n for n, cls in METHODS.items() if not issubclass(cls, NativeMap) or n in native]
-    methods = parse_methods(value, native)
-    missing = [m for m in methods if issubclass(METHODS[m], NativeMap) and m not in native]
-    if missing:
-        raise ExplainError(f"the model has no native {', '.join(missing)} map "
-                           f"(native maps: {', '.join(native) or 'none'})", param="methods")
-    return methods
-
-
 def count(value: str) -> int:
     """A positive integer, or 0 (meaning "all" or "none", as the option says)."""
     return 0 if value.strip() == "0" else positive_int(value)
@@ -75,18 +59,10 @@ def count(value: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, args.weights, args.device)
-    methods = resolve_methods(args.methods, model.native)
-    if args.data in SYNTHETIC:
-        if args.boxes:
-            raise ExplainError(f"{args.data} carries its own ground truth; "
-                               "boxes are for image folders", param="boxes")
-        source = array_source(load_named(args.data, "test"), model.input, args.batch_size,
-                              args.gt, args.limit or None)
-    else:
-        source = folder_source(model, args.data, args.boxes, args.batch_size, args.limit or None)
-    report = evaluate(model, source, methods, args.layer, args.steps, args.sanity_images,
-                      args.seed, precision=args.precision)
-    files = write_outputs(report, Path(args.out))
+    report, files = evaluate_on(model, args.data, select(model, args.methods), args.layer,
+                                args.boxes, args.gt, args.limit or None, args.batch_size,
+                                args.steps, args.sanity_images, args.seed, args.precision,
+                                args.out)
     if args.json:
         print(json.dumps(report.to_dict(), allow_nan=False))
     else:

@@ -2,18 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from dataclasses import asdict
-from pathlib import Path
 
 from explain.datasets import SYNTHETIC
-from explain.edits import EditStore, model_id
-from explain.errors import ExplainError
-from explain.finetune import (EditedSet, FinetuneConfig, abn_card, align_classes, checkpoint_dir,
-                              exclude, finetune, limit, load_edited, measure, report,
-                              write_report)
-from explain.registry import create_model
-from explain.trainsets import load_trainset
+from explain.finetune import FinetuneConfig
+from explain.jobs.finetune import finetune_on_edits
 
 from .common import command_line, device_arg, positive_int
 
@@ -55,45 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    init = checkpoint_dir(args.model)
-    abn_card(init)
-    model = create_model(str(init))
-    if args.gamma < 0:
-        raise ExplainError(f"{args.gamma} must not be negative", param="gamma")
-    store = EditStore(args.edits)
-    if not store.entries():
-        raise ExplainError(f"{store.root} holds no edits (make some with `explain edit`)",
-                           param="edits")
-    edits, problems = store.usable(model_id(model))
-    edited, more = load_edited(store, model, edits)
-    problems += more
-    for msg in problems:
-        print(f"warning: {msg}; skipped", file=sys.stderr)
-    data = args.data or model.card.get("data", "")
-    if not (data in SYNTHETIC or Path(data).is_dir()):
-        raise ExplainError(f"needed (the model card names {data!r}, which is not a known "
-                           f"data set or folder here)", param="data")
-    base, test = load_trainset(data, seed=args.seed, spec=model.input)
-    used = [e.image for e in edits]
-    base = limit(exclude(align_classes(base, model.classes, data), used), args.unedited, args.seed)
-    test = exclude(align_classes(test, model.classes, data), used)
-    train_set = EditedSet(edited, base, model.classes, model.input)
     cfg = FinetuneConfig(gamma=args.gamma, epochs=args.epochs, lr=args.lr,
                          batch_size=args.batch_size, freeze_features=args.freeze_features,
                          perception=args.perception, seed=args.seed, device=args.device,
                          augment=args.augment)
-    out = Path(args.out or f"{init.name}-finetuned")
-    print(f"fine-tuning {model.name} on {len(edited.y)} edit(s) + {len(base)} unedited "
-          f"sample(s) of {data}", file=sys.stderr)
-    before = measure(model.net, test, edited)
-    finetune(init, out, train_set, test, cfg, command_line())
-    after = measure(create_model(str(out)).net, test, edited)
-    rep = report(before, after, model.classes, {
-        "model": str(init), "edits": str(store.root), "edits_used": len(edited.y),
-        "edits_skipped": len(problems), "unedited": len(base), "data": data,
-        "config": asdict(cfg), "command": command_line(), "checkpoint": str(out)})
-    js, md = write_report(out, rep)
+    rep, out = finetune_on_edits(args.model, args.edits, cfg, args.data, args.out, args.unedited,
+                                 command_line())
+    before, after = rep["before"], rep["after"]
     print(f"held-out accuracy {before['accuracy']:.2%} -> {after['accuracy']:.2%}; map agreement "
           f"on edited images {before['map_agreement']:.4f} -> {after['map_agreement']:.4f}")
-    print(f"wrote {out} ({md.name}, {js.name})")
+    print(f"wrote {out} (report.md, report.json)")
     return 0

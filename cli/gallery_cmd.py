@@ -4,21 +4,10 @@ of many images (a row each, a column per map), with overlays, a manifest and a c
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import torch
-
-from explain.errors import ExplainError
-from explain.pipeline import explain_batch
-from explain.registry import Model, create_model
-from explain.gallery.build import Options, build_gallery
-from explain.gallery.inputs import collect
-from explain.gallery.outdir import check_writable
-from explain.gallery.shard import join, leave
-from explain.gallery.writer import Style
+from explain.jobs.gallery import make_gallery
 
 from .common import add_model_args, device_arg, positive_int
-from .image_cmd import parse_methods
 
 HELP = "build an HTML gallery of many images: a row per image, a column per map"
 EPILOG = """\
@@ -62,40 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def check_methods(model: Model, methods: list[str], layer: str | None) -> None:
-    """Run every method once on a blank input, so a method the model cannot give (abn on a
-    model without an attention branch, cam without a GAP head, a wrong --layer) fails with
-    its message before any image is touched."""
-    h, w = model.input.size
-    explain_batch(model, torch.zeros(1, model.input.channels, h, w), methods, layer)
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.workers < 0:
-        raise ExplainError("must be 0 or more", param="workers")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ExplainError("must be between 0 and 1", param="alpha")
-    group = join()
-    try:
-        items = collect(args.input, args.limit)
-        device = args.device
-        if group.world > 1 and device.startswith("cuda"):
-            device = f"cuda:{group.local_rank}"
-        model = create_model(args.model, args.weights, device)
-        methods = parse_methods(args.methods, model.native)
-        check_methods(model, methods, args.layer)
-        out = Path(args.out)
-        check_writable(out)
-        title = args.title or f"{Path(args.input.rstrip('/')).name or args.input} · {model.name}"
-        opts = Options(methods=methods, layer=args.layer, title=title,
-                       style=Style(args.size or max(model.input.size), args.alpha, args.cmap),
-                       batch_size=args.batch_size, workers=args.workers, resume=args.resume,
-                       progress=args.progress)
-        summary = build_gallery(model, items, out, opts, group)
-    finally:
-        leave(group)
-    if group.leader:
+    summary, leader = make_gallery(
+        args.input, args.out, args.model, args.weights, args.device, args.methods, args.layer,
+        args.title, args.size, args.alpha, args.cmap, args.batch_size, args.workers, args.limit,
+        args.resume, args.progress)
+    if leader:
         print(f"gallery: {summary.rows} rows ({summary.new} written now, {summary.skipped} "
               f"already done), {summary.errors} unreadable, {summary.seconds:.1f} s "
-              f"-> {out / 'index.html'}")
+              f"-> {summary.out / 'index.html'}")
     return 1 if summary.errors else 0

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,10 +35,11 @@ import torch
 from .atomic import atomic_write_bytes, atomic_write_text
 from .errors import ExplainError
 from .explanation import upsample
-from .images import find_images
+from .images import find_images, path_id
+from .labels import class_key, class_lookup
 from .methods import Explainer
 from .pipeline import prepare
-from .registry import Model
+from .model import Model
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -84,10 +84,9 @@ def model_id(model: Model) -> str:
 
 
 def edit_key(image: str | os.PathLike) -> str:
-    """A file-name-safe key: the image stem plus a digest of its absolute path."""
-    path = Path(image).resolve()
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem)[:40] or "image"
-    return f"{stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    """A file-name-safe key: the image stem plus a digest of its absolute path (no dots, as
+    stores have always been keyed)."""
+    return path_id(image, safe="A-Za-z0-9_-")
 
 
 def encode_map(m: np.ndarray) -> bytes:
@@ -129,10 +128,20 @@ def read_map_file(path: str | os.PathLike, size: tuple[int, int] | None = None) 
     return np.clip(a, 0, 1)
 
 
+def editable_map(model: Model) -> str:
+    """The native map of `model` that edits change: the one its architecture declares it
+    re-scores with (explain.capabilities)."""
+    if model.caps.rescore is None:
+        raise ExplainError(f"{model.name}: not an Attention Branch Network (its architecture "
+                           "declares no map the prediction can be re-scored with); edits are "
+                           "made on such maps (e.g. the embedded model abn)", param="model")
+    return model.caps.rescore
+
+
 def model_maps(model: Model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """M(x) of an ABN, raw (not min-max normalised), at input resolution (B, H, W), and
     the class probabilities (B, K), from one forward pass."""
-    with Explainer(model, "abn") as ex:
+    with Explainer(model, editable_map(model)) as ex:
         expl = ex(x)
     return upsample(expl.raw, tuple(x.shape[-2:]))[:, 0].clamp(0, 1).cpu(), expl.probs.cpu()
 
@@ -241,7 +250,7 @@ class EditStore:
 def folder_labels(paths: list[Path], roots: list[str], classes: list[str]) -> list[int | None]:
     """Labels from an ImageFolder layout: the image's parent folder names a class
     (compared without case and punctuation, so `t_shirt_top` matches "T-shirt/top")."""
-    index = {class_key(c): i for i, c in enumerate(classes)}
+    index = class_lookup(classes)
     dirs = [Path(r).resolve() for r in roots if Path(r).is_dir()]
     labels = []
     for p in paths:
@@ -249,11 +258,6 @@ def folder_labels(paths: list[Path], roots: list[str], classes: list[str]) -> li
         in_class_folder = any(d in parent.parents for d in dirs)
         labels.append(index.get(class_key(parent.name)) if in_class_folder else None)
     return labels
-
-
-def class_key(name: str) -> str:
-    """A class or folder name compared without case and punctuation."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def match_files(images: list[Path], folder: Path) -> tuple[dict[Path, Path], list[Path]]:

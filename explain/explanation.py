@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from .capabilities import Kind
+
 
 def normalise(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Min-max each map of a (B, ...) batch to [0, 1]; constant or non-finite maps -> 0."""
@@ -33,6 +35,8 @@ class Explanation:
              a vector (B, C) for methods without a spatial map (SE excitations)
     logits:  (B, K) the model's output on the clean input
     targets: (B,) the class each map explains
+    kind:    "spatial", or "vector" where `raw` is a vector (and `maps` zero): the renderer
+             draws a bar chart instead of an overlay
     """
     maps: torch.Tensor
     raw: torch.Tensor
@@ -41,6 +45,7 @@ class Explanation:
     method: str
     layer: str | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    kind: Kind = "spatial"
 
     @property
     def probs(self) -> torch.Tensor:

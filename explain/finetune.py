@@ -20,14 +20,15 @@ from torch import nn
 
 from .atomic import atomic_write_text
 from .checkpoint import read_card
-from .edits import Edit, EditStore, class_key
+from .edits import Edit, EditStore
 from .errors import ExplainError
 from .explanation import upsample
+from .labels import class_key, class_lookup
 from .losses import map_loss
 from .models import get_arch
-from .models.abn import ABNResNet
 from .pipeline import prepare
-from .registry import ALIASES, ZOO, Model
+from .model import Model
+from .registry import ALIASES, ZOO
 from .train import TrainConfig, train
 from .trainsets import ArraySet, FolderSet, TrainSet
 
@@ -59,8 +60,8 @@ class EditedSamples:
 
 
 def feature_modules(net: nn.Module) -> list[nn.Module]:
-    """The ABN feature extractor g(x): the stem and every stage but the last."""
-    return [net.conv1, net.bn1] + [net.stage(i) for i in range(1, net.num_stages)]
+    """The feature extractor g(x) of a network that declares a feature split."""
+    return net.feature_modules()
 
 
 class EditedSet(TrainSet):
@@ -122,7 +123,7 @@ def align_classes(data: TrainSet, classes: list[str], name: str) -> TrainSet:
     """`data` with labels indexing the model's `classes` (folder names matched loosely)."""
     if list(data.classes) == list(classes):
         return data
-    index = {class_key(c): i for i, c in enumerate(classes)}
+    index = class_lookup(classes)
     missing = [c for c in data.classes if class_key(c) not in index]
     if missing or not isinstance(data, FolderSet):
         raise ExplainError(f"{name}: classes {missing or data.classes} are not among the "
@@ -150,13 +151,15 @@ def exclude(data: TrainSet, paths: list[str]) -> TrainSet:
                      data.classes, data.input)
 
 
-def abn_card(init: str | os.PathLike) -> dict:
-    """The model card of `init`, which must be an ABN-ResNet (the editable maps and the
-    feature extractor frozen here are that architecture's)."""
+def editable_card(init: str | os.PathLike) -> dict:
+    """The model card of `init`, whose architecture must declare re-scoring with a given map
+    and a feature split (explain.capabilities): the map the edits change and the feature
+    extractor frozen here. Every ABN does (abn_resnet, abn_efficientnet_lite0, ...)."""
     card = read_card(init)
-    if not issubclass(get_arch(card.get("arch", "")).cls, ABNResNet):
-        raise ExplainError(f"{init}: architecture {card.get('arch')!r} is not an "
-                           "ABN-ResNet; fine-tuning on edited maps needs one (e.g. abn_resnet)",
+    if not get_arch(card.get("arch", "")).caps.editable:
+        raise ExplainError(f"{init}: architecture {card.get('arch')!r} is not an ABN: it declares "
+                           "no re-scoring with an edited map and feature split; fine-tuning on "
+                           "edited maps needs both (e.g. abn_resnet, abn_efficientnet_lite0)",
                            param="model")
     return card
 
@@ -167,7 +170,7 @@ def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSe
     """Fine-tune the ABN checkpoint `init` on `train_set` (batches may carry edit_map and
     has_edit) with the map loss; writes the new checkpoint + card to `out` (`resume`
     continues an interrupted run there)."""
-    card = abn_card(init)
+    card = editable_card(init)
     residual = cfg.perception == "residual"
     overrides = {} if card["arch_kwargs"].get("residual", True) == residual else {"residual": residual}
     tc = TrainConfig(arch=card["arch"], data=card.get("data", ""), out=str(out),

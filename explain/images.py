@@ -5,7 +5,9 @@ grayscale, palette, RGBA, CMYK and 16-bit inputs are all normalised to that.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -65,6 +67,19 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im.convert("RGBA"))
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def path_digest(path: str | os.PathLike, n: int = 10) -> str:
+    """A short hex digest of a path as given (any bytes, any encoding)."""
+    return hashlib.sha1(os.fsencode(path)).hexdigest()[:n]
+
+
+def path_id(path: str | os.PathLike, safe: str = "A-Za-z0-9._-") -> str:
+    """A file-name-safe id for an image that survives other working folders, runs and
+    ranks: its stem (characters outside `safe` become `_`, at most 40) and a digest of its
+    absolute path. Gallery rows and edit-store entries are named by it."""
+    stem = re.sub(f"[^{safe}]+", "_", Path(path).stem)[:40] or "image"
+    return f"{stem}-{path_digest(Path(path).resolve())}"
 
 
 def find_images(inputs: list[str]) -> list[Path]:

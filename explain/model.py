@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .capabilities import PLAIN, Capabilities, Kind
 from .preprocess import InputSpec
 
 
@@ -23,6 +24,12 @@ class Model:
     # method -> every module path giving one of its maps, shallow to deep (RAN stages, CBAM
     # blocks, ...); methods missing here have the single map of `native`
     native_layers: dict[str, list[str]] = field(default_factory=dict)
+    caps: Capabilities = PLAIN  # what its architecture declares it supports
+
+    def native_kind(self, method: str) -> Kind:
+        """"spatial" maps, or "vector" (per-channel values, drawn as bars)."""
+        spec = self.caps.native.get(method)
+        return spec.kind if spec else "spatial"
 
     def native_maps(self, method: str) -> list[str]:
         """The module paths of `method`'s maps ([] when the model has no such native map)."""

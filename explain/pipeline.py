@@ -15,8 +15,9 @@ from .errors import ExplainError, ImageError
 from .explanation import Explanation
 from .images import load_image
 from .methods import Explainer, method_class
+from .methods.core import find_module
 from .preprocess import Geometry
-from .registry import Model
+from .model import Model
 
 
 @dataclass
@@ -52,12 +53,17 @@ def native_maps_of(model: Model, methods: list[str]) -> dict[str, list[str]]:
 
 
 def check_layer(model: Model, methods: list[str], layer: str | None) -> None:
-    """Refuse a `layer` that none of `methods` can use: every one is native and it names none
-    of their maps (CAM-family methods check their layer themselves)."""
+    """Refuse, without running the model, a `layer` that `methods` cannot use: every one is
+    native and it names none of their maps, or a CAM-family method would hook a module the
+    network does not have."""
+    if layer is None:
+        return
     own = native_maps_of(model, methods)
-    if layer is not None and all(maps and layer not in maps for maps in own.values()):
+    if all(maps and layer not in maps for maps in own.values()):
         listing = "; ".join(f"{n}: {', '.join(m)}" for n, m in own.items())
         raise ExplainError(f"model {model.name!r} has no map at {layer!r} ({listing})", param="layer")
+    if any(not maps for maps in own.values()):
+        find_module(model.net, layer)
 
 
 def explain_batch(model: Model, x: torch.Tensor, methods: list[str], layer: str | None = None,
@@ -74,8 +80,6 @@ def explain_batch(model: Model, x: torch.Tensor, methods: list[str], layer: str 
     for name in methods:
         mine = layer if not own[name] or layer in own[name] else None
         with Explainer(model, name, layer=mine, **options) as ex:
-            if own[name] and all_maps and mine is None:
-                out.update(ex.all_maps(x, targets))
-            else:
-                out[name] = ex(x, targets)
+            out.update(ex.all_maps(x, targets) if all_maps and mine is None
+                       else {name: ex(x, targets)})
     return out

@@ -72,9 +72,10 @@ def arch_model(arch: str, net: nn.Module, name: str, spec: InputSpec, classes: l
                card: dict | None = None) -> Model:
     """A Model around `net`, an instance of the registered architecture `arch`: its native
     maps (the deepest of each method as default) and its CAM layer."""
-    layers = get_arch(arch).native_layers(net)
+    caps = get_arch(arch).caps
+    layers = caps.native_layers(net)
     return Model(name, net, spec, classes, {m: ls[-1] for m, ls in layers.items() if ls},
-                 getattr(net, "cam_layer", None), card or {}, layers)
+                 getattr(net, "cam_layer", None), card or {}, layers, caps)
 
 
 def _zoo_entries() -> dict[str, Entry]:
@@ -112,12 +113,18 @@ def _official_abn(name: str, weights: str | None) -> Model:
     net = build("abn_resnet", kwargs)
     load_weights(net, read_state_dict(weights), weights)
     classes = imagenet_classes() if imagenet else [str(i) for i in range(k)]
-    return Model(name, net.eval(), IMAGENET if imagenet else CIFAR, classes,
-                 {"abn": "att_map"}, net.cam_layer,
-                 {"arch": "abn_resnet", "arch_kwargs": kwargs, "source": weights})
+    return arch_model("abn_resnet", net.eval(), name, IMAGENET if imagenet else CIFAR, classes,
+                      {"arch": "abn_resnet", "arch_kwargs": kwargs, "source": weights})
 
 
 def registry() -> dict[str, Entry]:
+    """Every registered name and how to load it (built once: the zoo's cards are read on
+    first use, not on every create_model)."""
+    return dict(_entries())
+
+
+@lru_cache(maxsize=1)
+def _entries() -> dict[str, Entry]:
     entries = {DEFAULT_MODEL: Entry(_efficientnet_lite0,
                                     "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px")}
     for name, (depths, kind, k) in OFFICIAL_ABN.items():

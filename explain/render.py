@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_write_bytes
+from .explanation import Explanation
 
 
 @lru_cache(maxsize=16)
@@ -81,6 +82,16 @@ def bars(values: torch.Tensor, size: int = 224, cmap: str = "viridis") -> np.nda
     img[:, size // 2] = 0.75
     img = torch.where(filled[..., None], colour[:, None], img)
     return (img * 255).round().byte().numpy()
+
+
+def tiles(e: Explanation, views: np.ndarray | torch.Tensor, size: int, alpha: float = 0.5,
+          cmap: str = "jet", contour: bool = False) -> np.ndarray:
+    """How every command draws an explanation: per image, its map blended over the view
+    the model saw, or, for a vector explanation (SE excitations), its bar chart; uint8
+    tiles (B, size, size, 3)."""
+    if e.kind == "vector":
+        return bars(e.raw, size)
+    return overlay(views, e.maps, alpha, cmap, size, contour)
 
 
 def upscale_views(views: np.ndarray, size: int) -> np.ndarray:

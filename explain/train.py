@@ -85,14 +85,15 @@ def augment(x: torch.Tensor, maps: list[torch.Tensor], g: torch.Generator, pad: 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, data: TrainSet, device: torch.device, batch_size: int = 512,
-             dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Top-1 accuracy of the prediction (and of the ABN attention branch where there is one)."""
+             dtype: torch.dtype | None = None, branches: bool = False) -> dict[str, float]:
+    """Top-1 accuracy of the prediction, and with `branches` (an ABN: its architecture
+    declares re-scoring) of the attention branch too."""
     net.eval()
     correct = att_correct = total = 0
     for batch in data.loader(batch_size, seed=0, epoch=0, shuffle=False):
         x, y = batch["x"].to(device), batch["y"].to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if hasattr(net, "forward_all"):
+            if branches:
                 out = net.forward_all(x)
                 att_correct += (out.att_logits.argmax(1) == y).sum().item()
                 logits = out.logits
@@ -101,7 +102,7 @@ def evaluate(net: nn.Module, data: TrainSet, device: torch.device, batch_size: i
         correct += (logits.argmax(1) == y).sum().item()
         total += len(y)
     res = {"accuracy": correct / max(total, 1)}
-    if hasattr(net, "forward_all"):
+    if branches:
         res["attention_branch_accuracy"] = att_correct / max(total, 1)
     return res
 
@@ -234,7 +235,8 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
                 save_state(ep, i + 1)
         bar.close()
         save_state(ep + 1, 0)
-    metrics = {f"test_{k}": round(v, 4) for k, v in evaluate(net, test_set, device, dtype=dtype).items()}
+    scores = evaluate(net, test_set, device, dtype=dtype, branches=arch.caps.rescore is not None)
+    metrics = {f"test_{k}": round(v, 4) for k, v in scores.items()}
     metrics["train_time_s"] = round(time.perf_counter() - t0, 1)
     metrics["test_images"] = len(test_set)
     if rank == 0:

@@ -8,14 +8,13 @@ from its absolute path, so output names survive `--resume`, other working folder
 from __future__ import annotations
 
 import glob
-import hashlib
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from explain.errors import ExplainError
-from explain.images import IMAGE_SUFFIXES, find_images
+from explain.images import IMAGE_SUFFIXES, find_images, path_id
+from explain.labels import class_key, class_lookup
 
 GLOB_CHARS = "*?["
 
@@ -31,9 +30,7 @@ class Item:
     @cached_property
     def id(self) -> str:
         """File-name-safe and unique: the stem plus a hash of the absolute path."""
-        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:10]
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:40]
-        return f"{stem}-{digest}"
+        return path_id(self.path)
 
 
 def _folder(root: Path) -> list[tuple[Path, str, str | None]]:
@@ -95,18 +92,14 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
     return items
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def class_index(truth: str | None, classes: list[str]) -> int | None:
     """The model's index for a ground-truth folder name: by name, ignoring case and
     punctuation (`t_shirt_top` = `T-shirt/top`), or a folder named by the index itself."""
     if truth is None:
         return None
-    keys = [_key(c) for c in classes]
-    if _key(truth) in keys:
-        return keys.index(_key(truth))
+    index = class_lookup(classes).get(class_key(truth))
+    if index is not None:
+        return index
     if truth.isdigit() and int(truth) < len(classes):
         return int(truth)
     return None

@@ -17,7 +17,7 @@ import torch
 from explain.atomic import atomic_write_files
 from explain.errors import ExplainError
 from explain.explanation import Explanation
-from explain.render import bars, overlay, png_bytes, upscale_views
+from explain.render import png_bytes, tiles, upscale_views
 
 INPUT = "input"
 SMALL = 64  # px: tiles up to this side are stored without compression
@@ -46,12 +46,11 @@ def _png(tile: np.ndarray) -> bytes:
 def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
                 expl: dict[str, Explanation]) -> list[dict]:
     """Write the input tile and one overlay per method for each row; fill in their paths."""
-    tiles = {INPUT: upscale_views(views, style.size)}
-    tiles.update({m: bars(e.raw, style.size) if e.raw.ndim == 2 else  # SE: vectors, not maps
-                  overlay(views, e.maps, style.alpha, style.cmap, style.size)
+    drawn = {INPUT: upscale_views(views, style.size)}
+    drawn.update({m: tiles(e, views, style.size, style.alpha, style.cmap)
                   for m, e in expl.items()})
     files = []
-    for key, full in tiles.items():
+    for key, full in drawn.items():
         thumbs = upscale_views(full, style.thumb) if style.size > style.thumb else None
         for i, row in enumerate(rows):
             row["files"][key] = row["thumbs"][key] = tile_path("full", key, row["id"])

@@ -120,7 +120,7 @@ def test_csv_boxes_and_malformed_rows(tiny_abn_dir, boxed_folder, tmp_path, caps
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "ran"], "no native ran map"),
+    (["--methods", "ran"], "no native 'ran' map"),
     (["--methods", "nosuch"], "unknown method"),
     (["--boxes", "b.json"], "carries its own ground truth"),
     (["--limit", "-1"], None),

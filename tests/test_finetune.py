@@ -152,4 +152,4 @@ def test_finetune_command_refuses_unusable_edits(tiny_abn_dir, tiny_resnet_dir, 
     assert rc == 1 and "not a checkpoint folder" in capsys.readouterr().err
     rc = main(["finetune", "--model", str(tiny_resnet_dir), "--edits", str(tmp_path / "edits")])
     err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "is not an ABN-ResNet" in err
+    assert rc == 1 and err.count("\n") == 1 and "is not an ABN" in err

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError
-from explain.methods import METHODS, Explainer
+from explain.methods import METHODS, Explainer, select
 from explain.methods.native import NativeMap
 
 OPTIONS = {"integrated_gradients": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}}
@@ -159,11 +159,10 @@ def test_every_method_eval_offers_runs_on_every_architecture(tmp_path, arch):
     """`explain eval --methods all` (and RESULTS.md) asks each model for every method it
     supports; CAM once took Attend-and-Rectify's gate (a Linear on the same pooled features)
     for its classifier."""
-    from explain.cli.eval_cmd import resolve_methods
     from conftest import tiny_checkpoint
     from explain.registry import create_model
     model = create_model(str(tiny_checkpoint(tmp_path / arch, arch=arch)))
     x = torch.randn(2, 1, 28, 28)
-    for method in resolve_methods("all", model.native):
+    for method in select(model, "all"):
         e = Explainer(model, method, **OPTIONS.get(method, {}))(x, targets=[9, 3])
         assert e.maps.shape[0] == 2 and torch.isfinite(e.maps).all(), method

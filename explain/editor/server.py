@@ -30,11 +30,11 @@ from tqdm import tqdm
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
-from ..edits import Edit, EditStore, folder_labels, model_id, model_maps
+from ..edits import Edit, EditStore, editable_map, folder_labels, model_id, model_maps
 from ..errors import ExplainError
 from ..images import find_images
+from ..model import Model
 from ..pipeline import prepare
-from ..registry import Model
 from ..render import colormap_lut, png_bytes
 
 STATIC = Path(__file__).parent / "static"
@@ -57,10 +57,7 @@ class EditorSession:
 
     def __init__(self, model: Model, store: EditStore, inputs: list[str], limit: int | None = None,
                  topk: int = 5, batch_size: int = 64, progress: bool = True):
-        if not hasattr(model.net, "forward_all") or "abn" not in model.native:
-            raise ExplainError(f"{model.name}: not an Attention Branch Network; the "
-                               "editor edits ABN attention maps (e.g. the embedded model abn)",
-                               param="model")
+        editable_map(model)  # refuses a model whose maps cannot be fed back
         self.model, self.store, self.topk = model, store, topk
         self.model_id = model_id(model)
         self.lock = threading.Lock()  # one forward pass at a time on the shared network
@@ -246,6 +243,7 @@ class EditorServer:
     """The app on 127.0.0.1:`port` (0 picks a free port) in a background thread."""
 
     def __init__(self, session: EditorSession, port: int = 0, max_body: int = MAX_BODY):
+        self.session = session
         self.token = secrets.token_urlsafe(24)
         self.app = create_app(session, self.token, max_body)
         self.server = make_server("127.0.0.1", port, self.app, threaded=True)

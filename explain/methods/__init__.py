@@ -3,12 +3,13 @@
     with Explainer(model, method="gradcam") as ex:
         expl = ex(x, targets=None)
 
-Each method registers itself where it is defined (`@register` in cam.py, attribution.py,
-native.py); importing this package imports them all, once.
+Each method registers itself where it is defined (`@register` in cam.py and
+attribution.py); a native method is registered for every map an architecture declares
+(explain.models), before them. Importing this package builds the registry, once.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -16,17 +17,54 @@ from torch import nn
 from ..errors import ExplainError
 from ..explanation import Explanation
 from ..model import Model
-from . import native, cam, attribution  # noqa: F401  (registration order: natives first)
-from .core import ALIASES, METHODS, Method, Targets
-from .native import NativeMap
+from ..models import ARCHS
+from .core import ALIASES, METHODS, Method, Targets, register
+from .native import NativeMap, native_method
+
+for _name in dict.fromkeys(n for arch in ARCHS.values() for n in arch.caps.native):
+    register(native_method(_name))
+# The CAM family, then captum's methods, register themselves (after the maps: registry order)
+from . import cam  # noqa: E402,F401,I001
+from . import attribution  # noqa: E402,F401
 
 
 def method_class(name: str) -> type[Method]:
     key = ALIASES.get(name.lower(), name.lower())
+    if key not in METHODS and any(key in arch.caps.native for arch in ARCHS.values()):
+        register(native_method(key))  # an architecture registered after this package
     if key not in METHODS:
         raise ExplainError(f"unknown method {name!r}; choose from "
                            f"{', '.join(sorted(METHODS))}", param="method")
     return METHODS[key]
+
+
+GROUPS = ("all", "native", "cam-family")  # words `select` expands
+
+
+def select(model: Model, spec: str | Sequence[str] | None = None) -> list[str]:
+    """The methods `spec` asks of `model`, as registered names, in order, each once: the one
+    reading of --methods for every command, benchmark and test.
+
+    None: the model's native maps, then gradcam. Otherwise method names or aliases
+    (comma-separated, or a list), where "all" stands for every method the model can give,
+    "native" for its native maps and "cam-family" for the CAM family. A native map the model
+    does not have is refused."""
+    if spec is None:
+        return sorted(model.native) + ["gradcam"]
+    words = [w.strip() for w in (spec.split(",") if isinstance(spec, str) else spec) if w.strip()]
+    if not words:
+        raise ExplainError("empty list", param="methods")
+    natives = {n for n, cls in METHODS.items() if cls.family == "native"}
+    groups = {"all": [n for n in METHODS if n not in natives or n in model.native],
+              "native": sorted(model.native),
+              "cam-family": [n for n, cls in METHODS.items() if cls.family == "cam"]}
+    names = [n for w in words
+             for n in (groups[w.lower()] if w.lower() in groups else [method_class(w).name])]
+    missing = [n for n in names if n in natives and n not in model.native]
+    if missing:
+        raise ExplainError(f"model {model.name!r} has no native {missing[0]!r} map (native maps: "
+                           f"{', '.join(model.native) or 'none'})", param="methods")
+    return list(dict.fromkeys(names))
 
 
 class Explainer:
@@ -68,4 +106,5 @@ class Explainer:
         session.__exit__(*exc)
 
 
-__all__ = ["ALIASES", "Explainer", "METHODS", "Method", "NativeMap", "method_class"]
+__all__ = ["ALIASES", "Explainer", "GROUPS", "METHODS", "Method", "NativeMap", "method_class",
+           "select"]

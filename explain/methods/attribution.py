@@ -11,6 +11,7 @@ from .core import Method, find_module, register
 
 class CaptumMethod(Method):
     """Adapts a captum attribution class to the extractor call shape."""
+    family = "attribution"
     needs_layer = False
     reads_activation = False
     uses_gradients = False  # captum runs its own forward/backward passes

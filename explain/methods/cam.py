@@ -19,6 +19,7 @@ class CAM(Method):
     """Zhou et al. 2016: M_c = sum_k w^c_k A_k with w the linear classifier after global
     average pooling of the hooked layer; needs no gradient."""
     name = "cam"
+    family = "cam"
     uses_gradients = False
 
     def classifier(self, channels: int, classes: int) -> nn.Linear:
@@ -40,6 +41,7 @@ class CAM(Method):
 
 class GradCAMBase(Method):
     """L = ReLU(sum_k w_k A_k) with w from `weights(acts, grads)`."""
+    family = "cam"
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -98,6 +100,7 @@ class ScoreCAM(Method):
     """Wang et al. 2020: each channel, upsampled and min-max normalised, masks the input;
     its weight is the softmax target score of the masked input. Batched over channels."""
     name = "scorecam"
+    family = "cam"
     aliases = ("score-cam",)
     uses_gradients = False
 

@@ -76,6 +76,7 @@ class Method:
     """Base extractor. Subclasses set `name` and override `compute`."""
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()  # other accepted spellings of `name`
+    family: ClassVar[str] = ""               # "native", "cam" or "attribution"
     uses_gradients: ClassVar[bool] = True
     needs_layer: ClassVar[bool] = True       # resolve a target layer
     reads_activation: ClassVar[bool] = True  # hook that layer's output

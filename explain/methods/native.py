@@ -1,9 +1,14 @@
 """Native attention maps: read by forward hooks in one forward pass, no backward.
 
-The modules a method reads come from the model's registry entry: `Model.native[method]` is
-the default (deepest) map, `Model.native_maps(method)` lists all of them, shallow to deep
-(every RAN attention module, every CBAM/SE block, every Attend-and-Rectify module). `layer`
-picks one of them; `all_maps` gives every one from the same single forward pass.
+The modules a method reads come from the model's architecture, which declares them
+(explain.capabilities.NativeMaps): `Model.native[method]` is the default (deepest) map,
+`Model.native_maps(method)` lists all of them, shallow to deep (every RAN attention module,
+every CBAM/SE block, every Attend-and-Rectify module). `layer` picks one of them; `all_maps`
+gives every one from the same single forward pass.
+
+A native method needs no code of its own: `native_method(name)` serves any map an
+architecture declares, spatial or vector; only a map computed differently (Bayesian ABN's
+Monte-Carlo passes) has its own class, listed in `SPECIAL`.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from torch import nn
 from ..errors import ExplainError
 from ..explanation import Explanation, normalise, upsample
 from ..hooks import Hooks
-from .core import Method, Targets, find_module, register
+from .core import Method, Targets, find_module
 
 
 def short_labels(paths: list[str]) -> list[str]:
@@ -43,6 +48,8 @@ def capture(net: nn.Module, layers: list[str], store: dict[str, torch.Tensor]) -
 
 
 class NativeMap(Method):
+    """A map the network computes itself, read at the modules its architecture declares."""
+    family = "native"
     uses_gradients = False
 
     def layers(self) -> list[str]:
@@ -65,7 +72,20 @@ class NativeMap(Method):
         return self.layer
 
     def compute(self, x, acts, logits, targets):
-        return acts.float()
+        a = acts.float()
+        if a.ndim == 2:  # a vector (B, C): kept as (B, C, 1, 1) until `shaped`
+            return a[:, :, None, None]
+        spec = self.model.caps.native.get(self.name)
+        return a.mean(1, keepdim=True) if spec is not None and spec.channel_mean else a
+
+    def shaped(self, e: Explanation) -> Explanation:
+        """A vector map as declared: `raw` (B, C), `maps` zero (there is no spatial map)."""
+        if self.model.native_kind(self.name) != "vector":
+            return e
+        return replace(e, raw=e.raw.flatten(1), maps=torch.zeros_like(e.maps), kind="vector")
+
+    def __call__(self, x: torch.Tensor, targets: Targets = None) -> Explanation:
+        return self.shaped(super().__call__(x, targets))
 
     def all_maps(self, x: torch.Tensor, targets: Targets = None) -> dict[str, Explanation]:
         """Every map of this method, from one forward pass, keyed `method@label` (just
@@ -78,62 +98,11 @@ class NativeMap(Method):
         for layer, label in zip(own, short_labels(own)):
             raw = self.compute(x, store[layer], first.logits, first.targets).detach()
             maps = normalise(upsample(raw.mean(1, keepdim=True), tuple(x.shape[-2:])))
-            out[f"{self.name}@{label}" if label else self.name] = replace(
-                first, maps=maps, raw=raw, layer=layer)
+            out[f"{self.name}@{label}" if label else self.name] = self.shaped(replace(
+                first, maps=maps, raw=raw, layer=layer))
         return out
 
 
-@register
-class ABNMap(NativeMap):
-    """Attention Branch Network's M(x): class-agnostic, (B, 1, h, w)."""
-    name = "abn"
-
-
-@register
-class RANMap(NativeMap):
-    """Residual Attention Network: each attention module's soft mask M (B, C, h, w), shown as
-    its channel mean (B, 1, h, w)."""
-    name = "ran"
-
-    def compute(self, x, acts, logits, targets):
-        return acts.float().mean(1, keepdim=True)
-
-
-@register
-class CBAMMap(NativeMap):
-    """CBAM's spatial attention M_s of a block, (B, 1, h, w)."""
-    name = "cbam"
-
-
-@register
-class AttendRectifyMap(NativeMap):
-    """Attend and Rectify: a module's attention heads weighted by their confidence gates,
-    g_k H_k (B, K, h, w); the map is their sum over heads."""
-    name = "attend_rectify"
-    aliases = ("attend-and-rectify",)
-
-
-@register
-class SEMap(NativeMap):
-    """Squeeze-and-excitation vectors s (B, C) of a block: no spatial map (`maps` is zero),
-    `raw` is the vector, rendered as a bar chart."""
-    name = "se"
-
-    def compute(self, x, acts, logits, targets):
-        return acts.float()[:, :, None, None]
-
-    @staticmethod
-    def _vector(e: Explanation) -> Explanation:
-        return replace(e, raw=e.raw.flatten(1), maps=torch.zeros_like(e.maps))
-
-    def __call__(self, x: torch.Tensor, targets: Targets = None) -> Explanation:
-        return self._vector(super().__call__(x, targets))
-
-    def all_maps(self, x, targets=None):
-        return {k: self._vector(e) for k, e in super().all_maps(x, targets).items()}
-
-
-@register
 class BayesABNMap(NativeMap):
     """Bayesian ABN: the mean of M(x) over T Monte-Carlo dropout passes (option `samples`);
     extras: `std` (B, 1, h, w), the uncertainty map, and each branch's predictive entropy
@@ -144,9 +113,6 @@ class BayesABNMap(NativeMap):
     reads_activation = False  # the T passes are run by the model's mc_forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not hasattr(self.net, "mc_forward"):
-            raise ExplainError(f"bayes_abn needs a Bayesian ABN model, not "
-                               f"{type(self.net).__name__}", param="method")
         self._mc = self.net.mc_forward(x, self.options.get("samples"))
         return self._mc.logits
 
@@ -164,3 +130,17 @@ class BayesABNMap(NativeMap):
         std = e.extras["std"]
         return {self.name: e, f"{self.name}@std": replace(
             e, raw=std, maps=normalise(upsample(std, tuple(x.shape[-2:]))))}
+
+
+SPECIAL: dict[str, type[NativeMap]] = {BayesABNMap.name: BayesABNMap}
+ALIASES = {"attend-and-rectify": "attend_rectify"}  # other spellings of declared map names
+
+
+def native_method(name: str) -> type[NativeMap]:
+    """The method class of the native map `name`: its own class where it has one, else a
+    NativeMap that reads whatever modules the model's architecture declares for `name`."""
+    if name in SPECIAL:
+        return SPECIAL[name]
+    aliases = tuple(a for a, n in ALIASES.items() if n == name)
+    return type(f"NativeMap_{name}", (NativeMap,),
+                {"name": name, "aliases": aliases, "__doc__": f"The native {name!r} map."})

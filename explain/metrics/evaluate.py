@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..explanation import Explanation
 from ..pipeline import explain_batch
-from ..registry import Model
+from ..model import Model
 from ..precision import autocast_dtype
 from .faithfulness import auc, confidence_change, perturbation_curves, step_counts
 from .localisation import (energy_pointing_game, pointing_game, pointing_tolerance, wr_threshold,
@@ -150,7 +150,7 @@ def evaluate(model: Model, source: Source, methods: list[str], layer: str | None
         known += int(has.sum())
         classes.append(torch.where(has, batch.labels, pred))
         for m, e in expl.items():
-            if e.raw.ndim != 4:  # a vector, not a map (SE excitations): nothing to measure
+            if e.kind == "vector":  # not a map (SE excitations): nothing to measure
                 flat.add(m)
                 continue
             for k, v in score_batch(forward, e, x, batch, steps, batch_size, seed).items():

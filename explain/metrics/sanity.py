@@ -28,7 +28,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..hooks import Hooks
 from ..pipeline import explain_batch
-from ..registry import Model
+from ..model import Model
 from .maps import as_maps, constant, finite, skipped
 
 

@@ -23,9 +23,10 @@ import torch
 from ..datasets import ArrayData
 from ..errors import ExplainError
 from ..images import find_images
+from ..labels import class_key, class_lookup
 from ..pipeline import prepare
 from ..preprocess import Geometry, InputSpec
-from ..registry import Model
+from ..model import Model
 from .localisation import box_masks
 
 DECOY = "decoy-fmnist"
@@ -142,10 +143,6 @@ def input_box(box: tuple[float, ...], geom: Geometry, size: tuple[int, int]) -> 
     return [(box[0] - left) * sx, (box[1] - top) * sy, (box[2] - left) * sx, (box[3] - top) * sy]
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def folder_source(model: Model, root: str | Path, boxes: str | Path | None = None,
                   batch_size: int = 32, limit: int | None = None) -> Source:
     """Images under `root` (recursively). A parent folder named like one of the model's
@@ -154,7 +151,7 @@ def folder_source(model: Model, root: str | Path, boxes: str | Path | None = Non
     if not root.is_dir():
         raise ExplainError(f"{root} is neither a known data set nor a directory", param="data")
     paths = find_images([str(root)])[:limit or None]
-    classes = {_key(c): i for i, c in enumerate(model.classes)}
+    classes = class_lookup(model.classes)
     table = read_boxes(boxes, root) if boxes else None
     source = Source(str(root), len(paths), lambda: iter(()))
     if table is not None:
@@ -180,7 +177,7 @@ def folder_source(model: Model, root: str | Path, boxes: str | Path | None = Non
                 source.failed.append((str(p), msg))
             if batch is None:
                 continue
-            labels = torch.tensor([classes.get(_key(p.parent.name), -1) for p in batch.paths])
+            labels = torch.tensor([classes.get(class_key(p.parent.name), -1) for p in batch.paths])
             regions = regions_for(batch.paths, batch.geometry) if table is not None else None
             yield EvalBatch(batch.x, labels, regions, None)
 

@@ -22,7 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capabilities import NativeMaps
+from .arch import architecture
 from .stem import Stem
+
+
+def wrn_defaults(size: int) -> dict:
+    """WRN-22-1 for small inputs (pre-activation ResNet-20-like, 16/32/64 wide); WRN-18-2 at
+    ImageNet sizes."""
+    if size <= 64:
+        return {"depths": (3, 3, 3), "widths": (16, 32, 64), "stem": "small"}
+    return {"depths": (2, 2, 2, 2), "widths": (128, 256, 512, 1024), "stem": "imagenet"}
 
 
 class WideBlock(nn.Module):
@@ -95,6 +105,10 @@ class AROutput(NamedTuple):
     reg: torch.Tensor      # inter-head regulariser, weighted by reg_weight (scalar)
 
 
+@architecture("attend_rectify", wrn_defaults,
+              "Attend and Rectify on a Wide ResNet (Rodriguez et al. 2018)",
+              native={"attend_rectify": NativeMaps("attention.*.gated_heads")},
+              loss="attend_rectify")
 class AttendRectifyWRN(nn.Module):
     """Wide ResNet (groups `layer1..G` of `depths[i]` pre-activation blocks, widths `widths`)
     with `attention_depth` attend-and-rectify modules of `heads` heads each."""

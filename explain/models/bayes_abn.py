@@ -16,7 +16,10 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
+from ..capabilities import NativeMaps
 from .abn import ABNResNet
+from .arch import architecture
+from .resnet import resnet_defaults
 
 
 class MCOutput(NamedTuple):
@@ -47,6 +50,10 @@ def mc_dropout(net: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+@architecture("bayes_abn_resnet", resnet_defaults,
+              "Bayesian ABN: ABN with Monte-Carlo dropout (Tsukahara et al. 2020)",
+              native={"bayes_abn": NativeMaps("att_map"), "abn": NativeMaps("att_map")},
+              rescore="abn", feature_split=True, loss="abn")
 class BayesABNResNet(ABNResNet):
     """ABN-ResNet with MC dropout; `samples` is the default number of passes T."""
 

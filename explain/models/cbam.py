@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gated_resnet import GatedResNet
+from ..capabilities import NativeMaps
+from .arch import architecture
+from .gated_resnet import GatedResNet, gated_resnet_defaults
 
 
 class ChannelGate(nn.Module):
@@ -66,6 +68,9 @@ class CBAM(nn.Module):
         return self.SpatialGate(self.ChannelGate(x))
 
 
+@architecture("cbam_resnet", gated_resnet_defaults,
+              "CBAM-ResNet (Woo et al. 2018), official CBAM parameter names",
+              native={"cbam": NativeMaps("layer*.cbam.SpatialGate.sigmoid")})
 class CBAMResNet(GatedResNet):
     """ResNet with CBAM in every residual block (after the last BN, before the add)."""
     gate_name, gate = "cbam", CBAM

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .resnet import BLOCKS, ResNet
+from .resnet import BLOCKS, ResNet, resnet_defaults
+
+
+def gated_resnet_defaults(size: int) -> dict:
+    """ResNet layouts with SE/CBAM gates: the official reduction 16 at ImageNet sizes; 4 for
+    small inputs, where 16 would leave the 16-channel stage one hidden unit."""
+    return {**resnet_defaults(size), "reduction": 4 if size <= 64 else 16}
 
 
 def residual_branch(block: BasicBlock | Bottleneck, x: torch.Tensor) -> torch.Tensor:

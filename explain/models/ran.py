@@ -17,12 +17,15 @@ Layouts: Attention-56 (`depths` = attention modules per stage 1,1,1,0) and Atten
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capabilities import NativeMaps
+from .arch import architecture
 from .stem import Stem
 
 Activation = Literal["mixed", "channel", "spatial"]
@@ -126,6 +129,23 @@ class AttentionModule(nn.Module):
         return self.post((1 + self.mask(x)) * self.trunk(x))
 
 
+def ran_defaults(size: int, depths_224: tuple[int, ...] = (1, 1, 1, 0)) -> dict:
+    """Attention-56 layout at ImageNet sizes (`depths_224`=(1, 2, 3, 0) gives Attention-92);
+    for <= 64 px three stages of widths 32/64/128 (bottleneck inner 8/16/32), which trains at
+    about the cost of ABN-ResNet-20 (0.22M parameters)."""
+    if size <= 64:
+        return {"depths": depths_224[:3], "widths": (32, 64, 128),
+                "units": (1, 1, 1), "poolings": (2, 1, 1), "stem": "small"}
+    return {"depths": depths_224, "widths": (256, 512, 1024, 2048), "units": (1, 1, 1, 3),
+            "poolings": (3, 2, 1, 0), "stem": "imagenet"}
+
+
+@architecture("ran92", partial(ran_defaults, depths_224=(1, 2, 3, 0)),
+              "Residual Attention Network: Attention-92 at 224 px",
+              native={"ran": NativeMaps("layer*.mask", channel_mean=True)})
+@architecture("ran", ran_defaults,  # (decorators apply bottom-up: ran registers first)
+              "Residual Attention Network (Wang et al. 2017): Attention-56 at 224 px",
+              native={"ran": NativeMaps("layer*.mask", channel_mean=True)})
 class ResidualAttentionNet(nn.Module):
     """Stem -> stages `layer1..N` (each: `units[i]` >= 1 residual units, the first with the
     stage's stride, then `depths[i]` attention modules with `poolings[i]` poolings) -> BN-ReLU ->
@@ -164,14 +184,3 @@ class ResidualAttentionNet(nn.Module):
             x = getattr(self, f"layer{i}")(x)
         x = F.relu(self.bn_out(x))
         return self.fc(x.mean(dim=(2, 3)))
-
-
-def ran_defaults(size: int, depths_224: tuple[int, ...] = (1, 1, 1, 0)) -> dict:
-    """Attention-56 layout at ImageNet sizes (`depths_224`=(1, 2, 3, 0) gives Attention-92);
-    for <= 64 px three stages of widths 32/64/128 (bottleneck inner 8/16/32), which trains at
-    about the cost of ABN-ResNet-20 (0.22M parameters)."""
-    if size <= 64:
-        return {"depths": depths_224[:3], "widths": (32, 64, 128),
-                "units": (1, 1, 1), "poolings": (2, 1, 1), "stem": "small"}
-    return {"depths": depths_224, "widths": (256, 512, 1024, 2048), "units": (1, 1, 1, 3),
-            "poolings": (3, 2, 1, 0), "stem": "imagenet"}

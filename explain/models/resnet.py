@@ -11,8 +11,18 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from .arch import architecture
+
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 Stem = Literal["small", "imagenet"]
+
+
+def resnet_defaults(size: int) -> dict:
+    """ResNet-20 (CIFAR-style) for small inputs; ResNet-50 layout at ImageNet sizes."""
+    if size <= 64:
+        return {"depths": (3, 3, 3), "widths": (16, 32, 64), "block": "basic", "stem": "small"}
+    return {"depths": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "block": "bottleneck",
+            "stem": "imagenet"}
 
 
 def make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int,
@@ -28,6 +38,8 @@ def make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int,
     return nn.Sequential(*layers)
 
 
+@architecture("resnet", resnet_defaults,
+              "plain ResNet (CIFAR-style stem for <=64 px, torchvision layout above)")
 class ResNet(nn.Module):
     """Plain ResNet. `small`: 3x3 stem, no max-pool, stages at 1, 1/2, 1/4 of the input
     (widths 16/32/64 by default); `imagenet`: 7x7/2 stem + max-pool, four stages."""

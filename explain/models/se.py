@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gated_resnet import GatedResNet
+from ..capabilities import NativeMaps
+from .arch import architecture
+from .gated_resnet import GatedResNet, gated_resnet_defaults
 
 
 class SELayer(nn.Module):
@@ -23,6 +25,8 @@ class SELayer(nn.Module):
         return x * self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
 
 
+@architecture("se_resnet", gated_resnet_defaults, "SE-ResNet (Hu et al. 2018)",
+              native={"se": NativeMaps("layer*.se.fc", kind="vector")})
 class SEResNet(GatedResNet):
     """ResNet with an SE layer in every residual block."""
     gate_name, gate = "se", SELayer

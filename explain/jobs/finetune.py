@@ -1,0 +1,61 @@
+"""Fine-tune a model on the edits of an edit store (Mitsuhara et al.), with the before/after
+report; the model must declare re-scoring and a feature split (every ABN does)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from ..datasets import SYNTHETIC
+from ..edits import EditStore, model_id
+from ..errors import ExplainError
+from ..finetune import (EditedSet, FinetuneConfig, align_classes, checkpoint_dir, editable_card,
+                        exclude, finetune, limit, load_edited, measure, report, write_report)
+from ..registry import create_model
+from ..trainsets import load_trainset
+
+log = logging.getLogger(__name__)
+
+
+def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | None = None,
+                      out: str | None = None, unedited: int | None = None, command: str = ""
+                      ) -> tuple[dict, Path]:
+    """Fine-tune the checkpoint (folder or embedded name) `model` on the usable edits in
+    `edits`, mixed with `unedited` (default: all) unedited training samples of `data`
+    (default: the data named on its card), into `out` (default: ./<model>-finetuned).
+    Edits made with other weights, or whose image changed, are skipped with a warning.
+    Returns the report (also written as OUT/report.json and report.md) and OUT."""
+    init = checkpoint_dir(model)
+    editable_card(init)
+    net = create_model(str(init))
+    if cfg.gamma < 0:
+        raise ExplainError(f"{cfg.gamma} must not be negative", param="gamma")
+    store = EditStore(edits)
+    if not store.entries():
+        raise ExplainError(f"{store.root} holds no edits (make some with `explain edit`)",
+                           param="edits")
+    usable, problems = store.usable(model_id(net))
+    edited, more = load_edited(store, net, usable)
+    problems += more
+    for msg in problems:
+        log.warning("%s; skipped", msg)
+    data = data or net.card.get("data", "")
+    if not (data in SYNTHETIC or Path(data).is_dir()):
+        raise ExplainError(f"needed (the model card names {data!r}, which is not a known "
+                           f"data set or folder here)", param="data")
+    base, test = load_trainset(data, seed=cfg.seed, spec=net.input)
+    used = [e.image for e in usable]
+    base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
+    test = exclude(align_classes(test, net.classes, data), used)
+    out_dir = Path(out or f"{init.name}-finetuned")
+    log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s", net.name,
+             len(edited.y), len(base), data)
+    before = measure(net.net, test, edited)
+    finetune(init, out_dir, EditedSet(edited, base, net.classes, net.input), test, cfg, command)
+    after = measure(create_model(str(out_dir)).net, test, edited)
+    rep = report(before, after, net.classes, {
+        "model": str(init), "edits": str(store.root), "edits_used": len(edited.y),
+        "edits_skipped": len(problems), "unedited": len(base), "data": data,
+        "config": asdict(cfg), "command": command, "checkpoint": str(out_dir)})
+    write_report(out_dir, rep)
+    return rep, out_dir

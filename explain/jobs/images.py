@@ -1,0 +1,95 @@
+"""Explain image files: per image the top-k classes, an overlay per method, a panel, and
+optionally each map as .npy; one record per image, so a caller can print as they come."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..atomic import atomic_open
+from ..errors import ExplainError
+from ..images import path_digest
+from ..model import Model
+from ..pipeline import check_layer, explain_batch, prepare
+from ..render import panel, save_png, tiles, upscale_views
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    out: Path
+    layer: str | None = None
+    target: int | None = None    # class index to explain (None: the top-1 class)
+    topk: int = 5
+    batch_size: int = 8
+    alpha: float = 0.5
+    cmap: str = "jet"
+    contour: bool = False
+    save_maps: bool = False       # also OUT/<image>_<method>.npy (input resolution, float32)
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """Output names: the file stem, made unique with a short path hash where stems collide."""
+    stems = [p.stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}-{path_digest(p, 6)}" for s, p in zip(stems, paths)]
+
+
+def check(model: Model, methods: list[str], opts: ImageOptions) -> None:
+    """Refuse a layer or target the model cannot take, before any image is read."""
+    check_layer(model, methods, opts.layer)
+    if opts.target is not None and not 0 <= opts.target < len(model.classes):
+        raise ExplainError(f"{opts.target} is not a class index of {model.name} "
+                           f"(0..{len(model.classes) - 1})", param="target")
+
+
+def explain_images(model: Model, paths: list[Path], methods: list[str], opts: ImageOptions
+                   ) -> Iterator[dict]:
+    """One record per image, batch by batch (a batch's unreadable images first):
+    {"image", "topk": [{"index", "name", "probability"}], "methods": {method: {"overlay",
+    "target", "peak" (x, y in the original image), "map"?}}, "panel"}, or {"image", "error"}.
+    Peaks are placed on the original picture; files are written atomically."""
+    check(model, methods, opts)
+    names = dict(zip(paths, unique_stems(paths)))
+    size = max(224, model.input.size[0])
+    for start in range(0, len(paths), opts.batch_size):
+        batch, errors = prepare(model, paths[start:start + opts.batch_size])
+        for p, msg in errors:
+            yield {"image": str(p), "error": msg}
+        if batch is None:
+            continue
+        expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True)
+        probs, idx = next(iter(expl.values())).topk(opts.topk)
+        views = upscale_views(batch.views, size)
+        drawn = {m: tiles(e, batch.views, size, opts.alpha, opts.cmap, opts.contour)
+                 for m, e in expl.items()}
+        for i, p in enumerate(batch.paths):
+            yield _record(model, opts, names[p], p, batch.geometry[i], expl, drawn, views[i],
+                          [(float(q), int(c)) for q, c in zip(probs[i], idx[i])], i)
+
+
+def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, expl: dict,
+            drawn: dict, view: np.ndarray, top: list[tuple[float, int]], i: int) -> dict:
+    """Write image `i`'s overlays, maps and panel; its record."""
+    out = opts.out
+    record = {"image": str(path), "topk": [
+        {"index": c, "name": model.class_name(c), "probability": round(q, 6)} for q, c in top],
+        "methods": {}}
+    for m, e in expl.items():
+        file = out / f"{stem}_{m}.png"
+        save_png(file, drawn[m][i])
+        px, py = e.peaks()[i].tolist()
+        entry = {"overlay": str(file), "target": int(e.targets[i]),
+                 "peak": list(geometry.to_original(px, py, model.input.size))}
+        if opts.save_maps:
+            npy = out / f"{stem}_{m}.npy"
+            with atomic_open(npy) as f:
+                np.save(f, e.maps[i, 0].cpu().numpy().astype(np.float32))
+            entry["map"] = str(npy)
+        record["methods"][m] = entry
+    best = record["topk"][0]
+    panel_file = out / f"{stem}_panel.png"
+    save_png(panel_file, panel([view] + [drawn[m][i] for m in expl], ["input"] + list(expl),
+                               f"{best['name']} ({best['probability']:.1%})"))
+    record["panel"] = str(panel_file)
+    return record

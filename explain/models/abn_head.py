@@ -1,0 +1,77 @@
+"""The Attention Branch Network head (Fukui et al., CVPR 2019), shared by every ABN.
+
+A host network supplies the feature extractor `features(x)` = g(x), the attention trunk
+`attention_trunk(g)` and the perception branch `perceive(g, g')`; this mixin adds the head
+and wires the branches:
+
+    attention branch  a = ReLU(bn_att2(att_conv(bn_att(trunk(g)))))
+                      M(x) = sigmoid(bn_att3(att_conv3(a)))      (B, 1, h, w), at `att_map`
+                      attention logits = GAP(att_conv2(dropout(a)))
+    perception branch g' = (1 + M) * g (the paper's residual form) or M * g, then `perceive`
+
+The head's modules keep the official names at the network's top level (`bn_att`,
+`att_conv`, `bn_att2`, `att_conv2`, `att_conv3` 3x3, `bn_att3`), so official checkpoints and
+the zoo's load unchanged. `forward(x, att=M')` re-scores with an edited map in place of
+M(x) (Mitsuhara et al.): the capability `rescore="abn"` that the editor and fine-tuning use.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class ABNOutput(NamedTuple):
+    logits: torch.Tensor      # perception branch (the prediction)
+    att_logits: torch.Tensor  # attention branch classifier
+    att_map: torch.Tensor     # M(x), (B, 1, h, w) in [0, 1]
+
+
+class ABNHead(nn.Module):
+    """Mixin of every ABN. The host class provides `features(x)` = g(x),
+    `feature_modules()` (the modules of g, frozen when fine-tuning on edited maps),
+    `attention_trunk(g)` and `perceive(g, att)` -> perception logits (through `weigh`)."""
+    residual: bool = True
+
+    def add_attention_head(self, channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        """The head's modules on a trunk output of `channels` channels."""
+        self.bn_att = nn.BatchNorm2d(channels)
+        self.att_conv = nn.Conv2d(channels, num_classes, 1, bias=False)
+        self.bn_att2 = nn.BatchNorm2d(num_classes)
+        self.att_conv2 = nn.Conv2d(num_classes, num_classes, 1, bias=False)
+        self.att_conv3 = nn.Conv2d(num_classes, 1, 3, padding=1, bias=False)
+        self.bn_att3 = nn.BatchNorm2d(1)
+        self.relu = nn.ReLU(inplace=True)
+        self.att_map = nn.Sigmoid()
+        self.att_dropout = nn.Dropout(dropout)
+
+    def weigh(self, g: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """g'(x) = (1 + M) * g(x), or M * g(x) without the residual."""
+        return g * att + g if self.residual else g * att
+
+    def attention(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention branch on features g(x): (attention logits, M(x))."""
+        a = self.bn_att(self.attention_trunk(g))
+        a = self.relu(self.bn_att2(self.att_conv(a)))
+        att = self.att_map(self.bn_att3(self.att_conv3(a)))
+        att_logits = self.att_conv2(self.att_dropout(a)).mean(dim=(2, 3))
+        return att_logits, att
+
+    def forward_all(self, x: torch.Tensor, att: torch.Tensor | None = None) -> ABNOutput:
+        g = self.features(x)
+        att_logits, m = self.attention(g)
+        if att is not None:
+            att = att.to(g.dtype)
+            if att.shape[-2:] != m.shape[-2:]:
+                att = nn.functional.interpolate(att, size=m.shape[-2:], mode="bilinear",
+                                                align_corners=False)
+        return ABNOutput(self.perceive(g, m if att is None else att), att_logits, m)
+
+    def forward(self, x: torch.Tensor, att: torch.Tensor | None = None,
+                outputs: str = "logits") -> torch.Tensor | ABNOutput:
+        """Perception logits; `att` re-scores with that map in place of M(x);
+        `outputs="all"` returns the ABNOutput (the trainer asks for it through forward, so
+        that a DDP wrapper sees the call and synchronises gradients)."""
+        out = self.forward_all(x, att)
+        return out if outputs == "all" else out.logits
