@@ -5,7 +5,7 @@ comparison), the prediction in the header.
     python benchmarks/native_maps_figure.py CKPT [CKPT ...] [--images FILE ...] [--out PNG]
 
 CKPT is anything `--model` takes (a zoo name, a checkpoint folder). Default images: the
-bundled Fashion-MNIST samples; default output: notes/issue-4-maps.png.
+bundled Fashion-MNIST samples; default output: docs/native-maps.png.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--images", nargs="+", type=Path,
                     default=[SAMPLES / f"{n}.png" for n in ("sneaker", "bag", "dress")])
     ap.add_argument("--size", type=int, default=96, help="tile size in pixels")
-    ap.add_argument("--out", type=Path, default=ROOT / "notes" / "issue-4-maps.png")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "native-maps.png")
     args = ap.parse_args()
     rows = [r for name in args.models for r in rows_for(name, args.images, args.size)]
     save_png(args.out, stack(rows))

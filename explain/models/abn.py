@@ -28,7 +28,7 @@ class ABNResNet(ABNHead, ResNet):
     forward(x, att=None) returns the perception logits; pass `att` (B, 1, h, w) to re-score
     with an edited map M' in place of M(x) (Mitsuhara et al.). `residual=False` replaces the
     paper's g' = (1 + M) * g by g' = M * g, so that a region whose attention is removed no
-    longer reaches the perception branch (see docs/benchmarks.md, human-in-the-loop).
+    longer reaches the perception branch (see docs/editing.md).
     """
 
     def __init__(self, depths: tuple[int, ...] = (3, 3, 3), widths: tuple[int, ...] = (16, 32, 64),
