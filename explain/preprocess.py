@@ -52,20 +52,39 @@ class InputSpec:
         return cls(**d)
 
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The box of the original image that the model input covers."""
         if self.resize is None:
             return (0.0, 0.0, float(width), float(height))
+        (left, top, right, bottom), (rw, rh) = self._crop(width, height)
+        sx, sy = width / rw, height / rh
+        return (left * sx, top * sy, right * sx, bottom * sy)
+
+    def _crop(self, width: int, height: int) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """torchvision's Resize(resize) output size (the shorter side to `resize`, the longer
+        truncated) and its CenterCrop(size) box in integer pixels of that resized image."""
+        assert self.resize is not None
+        if width <= height:
+            rw, rh = self.resize, int(self.resize * height / width)
+        else:
+            rw, rh = int(self.resize * width / height), self.resize
         h, w = self.size
-        scale = self.resize / min(width, height)
-        cw, ch = w / scale, h / scale
-        left, top = (width - cw) / 2, (height - ch) / 2
-        return (left, top, left + cw, top + ch)
+        top, left = int(round((rh - h) / 2.0)), int(round((rw - w) / 2.0))
+        return (left, top, left + w, top + h), (rw, rh)
 
     def view(self, rgb: np.ndarray) -> tuple[np.ndarray, Geometry]:
-        """The part of `rgb` the model sees, resized to the input size (uint8 RGB)."""
+        """The part of `rgb` the model sees, resized to the input size (uint8 RGB).
+
+        With `resize`: Resize(resize) then CenterCrop(size) in two steps, exactly as
+        torchvision's transforms on a PIL image (the official evaluation scripts), so the
+        network sees the pixels it was evaluated on."""
         height, width = rgb.shape[:2]
-        box = self.crop_box(width, height)
-        im = Image.fromarray(rgb).resize(self.size[::-1], Image.BILINEAR, box=box)
-        return np.array(im), Geometry(box, (width, height))
+        im = Image.fromarray(rgb)
+        if self.resize is None:
+            im = im.resize(self.size[::-1], Image.BILINEAR)
+        else:
+            crop, resized = self._crop(width, height)
+            im = im.resize(resized, Image.BILINEAR).crop(crop)
+        return np.array(im), Geometry(self.crop_box(width, height), (width, height))
 
     def normalise(self, view: np.ndarray) -> torch.Tensor:
         """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W)."""
