@@ -25,6 +25,7 @@ from .checkpoint import CARD, load_checkpoint, read_card
 from .errors import ExplainError
 from .model import Model
 from .models import build, get_arch
+from .official import OFFICIAL
 from .preprocess import IMAGENET, InputSpec
 from .weights import load_weights, read_state_dict
 
@@ -88,33 +89,18 @@ def _zoo_entries() -> dict[str, Entry]:
     return out
 
 
-CIFAR = InputSpec(size=(32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
-
-# The official ABN releases (Fukui et al.): architecture and preprocessing; weights come from
-# the user's `checkpoint.pth.tar` / `model_best.pth.tar` via --weights.
-OFFICIAL_ABN = {
-    "abn_resnet50": ((3, 4, 6, 3), "imagenet", 1000),
-    "abn_resnet101": ((3, 4, 23, 3), "imagenet", 1000),
-    "abn_resnet152": ((3, 8, 36, 3), "imagenet", 1000),
-    "abn_resnet110_cifar10": ((12, 12, 12), "cifar", 10),
-    "abn_resnet110_cifar100": ((12, 12, 12), "cifar", 100),
-}
-
-
-def _official_abn(name: str, weights: str | None) -> Model:
+def _official(name: str, weights: str | None) -> Model:
+    """An official release (see explain/official.py) with the user's checkpoint file."""
+    entry = OFFICIAL[name]
     if weights is None:
-        raise ExplainError(f"{name} needs the official checkpoint file "
-                           "(checkpoint.pth.tar or model_best.pth.tar)", param="weights")
-    depths, kind, k = OFFICIAL_ABN[name]
-    imagenet = kind == "imagenet"
-    kwargs = {"depths": depths, "block": "bottleneck", "num_classes": k, "in_channels": 3,
-              "widths": (64, 128, 256, 512) if imagenet else (16, 32, 64),
-              "stem": "imagenet" if imagenet else "small"}
-    net = build("abn_resnet", kwargs)
+        raise ExplainError(f"{name} needs the official checkpoint file ({entry.expects})",
+                           param="weights")
+    net = build(entry.arch, entry.kwargs)
     load_weights(net, read_state_dict(weights), weights)
-    classes = imagenet_classes() if imagenet else [str(i) for i in range(k)]
-    return arch_model("abn_resnet", net.eval(), name, IMAGENET if imagenet else CIFAR, classes,
-                      {"arch": "abn_resnet", "arch_kwargs": kwargs, "source": weights})
+    classes = list(entry.classes) if entry.classes else imagenet_classes()
+    return arch_model(entry.arch, net.eval(), name, entry.input, classes,
+                      {"arch": entry.arch, "arch_kwargs": entry.kwargs, "data": entry.data,
+                       "source": weights})
 
 
 def registry() -> dict[str, Entry]:
@@ -127,11 +113,11 @@ def registry() -> dict[str, Entry]:
 def _entries() -> dict[str, Entry]:
     entries = {DEFAULT_MODEL: Entry(_efficientnet_lite0,
                                     "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px")}
-    for name, (depths, kind, k) in OFFICIAL_ABN.items():
-        spec = IMAGENET if kind == "imagenet" else CIFAR
-        entries[name] = Entry(lambda w, n=name: _official_abn(n, w),
-                              f"official ABN release ({kind}); needs --weights FILE",
-                              {"arch": "abn_resnet", "input": spec.to_dict(), "num_classes": k})
+    for name, o in OFFICIAL.items():
+        entries[name] = Entry(lambda w, n=name: _official(n, w),
+                              f"official release; weights from {o.expects}",
+                              {"arch": o.arch, "input": o.input.to_dict(), "data": o.data,
+                               "num_classes": o.num_classes})
     entries.update(_zoo_entries())
     return entries
 

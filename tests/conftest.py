@@ -1,7 +1,10 @@
 """Shared fixtures: tiny models saved through the real checkpoint path, sample images."""
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +22,42 @@ torch.set_num_threads(1)  # pytest -n 2 runs one worker per core; more threads o
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "explain" / "samples"
 FMNIST_SPEC = InputSpec(size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
+
+
+def official_state(keys: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors for `keys` that keep a deep network's activations in range: He-scaled
+    convolutions, BatchNorm scales near 1 but small on each residual branch's last one."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in keys.items():
+        block = name.rsplit(".", 2)[0]
+        last_bn = name.endswith(".bn3.weight") or (
+            name.endswith(".bn2.weight") and f"{block}.bn3.weight" not in keys)
+        if name.endswith("num_batches_tracked"):
+            sd[name] = torch.tensor(1000)
+        elif name.endswith("running_var"):
+            sd[name] = torch.rand(shape, generator=g) + 0.5
+        elif last_bn and name.startswith(("layer", "att_layer")):
+            sd[name] = torch.rand(shape, generator=g) * 0.2
+        elif name.endswith("weight") and len(shape) == 1:
+            sd[name] = torch.rand(shape, generator=g) + 0.5
+        elif len(shape) == 4:
+            sd[name] = torch.randn(shape, generator=g) * (2 / math.prod(shape[1:])) ** 0.5
+        else:
+            sd[name] = torch.randn(shape, generator=g) * 0.1
+    return sd
+
+
+def save_as_from_gpu(obj, path: Path) -> None:
+    """torch.save(obj, path) as PyTorch 0.4 wrote it on a GPU machine (the official releases
+    of 2018-2019): the legacy (non-zip) format, storages of class torch.cuda.FloatStorage etc.
+    located on "cuda:0", so that loading it on a CPU-only machine needs map_location."""
+    registry = torch.serialization._package_registry
+    with mock.patch.object(torch.serialization, "_package_registry",
+                           [(-1, lambda storage: "cuda:0", None), *registry]):
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    raw = re.sub(rb"ctorch\n(\w+Storage)\n", rb"ctorch.cuda\n\1\n", Path(path).read_bytes())
+    Path(path).write_bytes(raw)
 
 
 def tiny_checkpoint(out: Path, arch: str = "abn_resnet", seed: int = 0, size: int = 28,

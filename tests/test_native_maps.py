@@ -3,6 +3,7 @@ pass (T for Bayesian ABN), no backward, every map of a model or the one `--layer
 an official-format CBAM checkpoint that loads and gives the official computation's maps."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from conftest import SAMPLES as PHOTOS, official_state, save_as_from_gpu
 
 from explain.cli.main import main
 from explain.checkpoint import save_checkpoint
@@ -212,47 +215,55 @@ def test_bayes_abn_uncertainty_is_zero_without_dropout_and_positive_with_it(tmp_
 
 # ---- an official CBAM checkpoint (Jongchan/attention-module), rebuilt from its key layout ----
 
-def official_cbam_state(depths, planes, num_classes=10, reduction=16, seed=0) -> dict:
-    """Tensors under the names and shapes of the official CBAM-ResNet (bottleneck, ImageNet
-    stem; MODELS/model_resnet.py + MODELS/cbam.py), random values, no num_batches_tracked."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
+# The official rule, ResidualNet(network_type, depth, num_classes, 'CBAM'): depth -> (blocks
+# per stage, block type); stages 64/128/256/512 planes.
+OFFICIAL_CBAM = {18: ((2, 2, 2, 2), "basic"), 34: ((3, 4, 6, 3), "basic"),
+                 50: ((3, 4, 6, 3), "bottleneck"), 101: ((3, 4, 23, 3), "bottleneck")}
 
-    def conv(name, *shape):
-        sd[name] = torch.randn(*shape, generator=g) * (2 / math.prod(shape[1:])) ** 0.5
+
+def official_cbam_keys(depths, planes, num_classes=1000, block="bottleneck",
+                       reduction=16) -> dict[str, tuple]:
+    """Key -> shape of the official CBAM-ResNet with the ImageNet stem (MODELS/model_resnet.py
+    + MODELS/cbam.py): torchvision-style blocks, a projection where the stride or width
+    changes, CBAM(planes * expansion, 16) after each block's last BN, no num_batches_tracked
+    (PyTorch 0.4)."""
+    keys: dict[str, tuple] = {}
+    e = 4 if block == "bottleneck" else 1
 
     def bn(name, n):
-        sd[f"{name}.weight"] = torch.rand(n, generator=g) + 0.5
-        sd[f"{name}.bias"] = torch.randn(n, generator=g) * 0.1
-        sd[f"{name}.running_mean"] = torch.randn(n, generator=g) * 0.1
-        sd[f"{name}.running_var"] = torch.rand(n, generator=g) + 0.5
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.{p}"] = (n,)
 
-    conv("conv1.weight", planes[0], 3, 7, 7)
+    keys["conv1.weight"] = (planes[0], 3, 7, 7)
     bn("bn1", planes[0])
     inplanes = planes[0]
     for i, (d, p) in enumerate(zip(depths, planes)):
         for j in range(d):
-            pre = f"layer{i + 1}.{j}"
-            conv(f"{pre}.conv1.weight", p, inplanes, 1, 1)
-            bn(f"{pre}.bn1", p)
-            conv(f"{pre}.conv2.weight", p, p, 3, 3)
-            bn(f"{pre}.bn2", p)
-            conv(f"{pre}.conv3.weight", 4 * p, p, 1, 1)
-            bn(f"{pre}.bn3", 4 * p)
-            if j == 0:
-                conv(f"{pre}.downsample.0.weight", 4 * p, inplanes, 1, 1)
-                bn(f"{pre}.downsample.1", 4 * p)
-            c, hidden = 4 * p, 4 * p // reduction
-            sd[f"{pre}.cbam.ChannelGate.mlp.1.weight"] = torch.randn(hidden, c, generator=g) / c ** 0.5
-            sd[f"{pre}.cbam.ChannelGate.mlp.1.bias"] = torch.randn(hidden, generator=g) * 0.1
-            sd[f"{pre}.cbam.ChannelGate.mlp.3.weight"] = torch.randn(c, hidden, generator=g) / hidden ** 0.5
-            sd[f"{pre}.cbam.ChannelGate.mlp.3.bias"] = torch.randn(c, generator=g) * 0.1
-            conv(f"{pre}.cbam.SpatialGate.spatial.conv.weight", 1, 2, 7, 7)
+            pre, stride = f"layer{i + 1}.{j}", 2 if i > 0 and j == 0 else 1
+            if block == "bottleneck":
+                keys[f"{pre}.conv1.weight"] = (p, inplanes, 1, 1)
+                keys[f"{pre}.conv2.weight"] = (p, p, 3, 3)
+                keys[f"{pre}.conv3.weight"] = (4 * p, p, 1, 1)
+                for k, n in (("bn1", p), ("bn2", p), ("bn3", 4 * p)):
+                    bn(f"{pre}.{k}", n)
+            else:
+                keys[f"{pre}.conv1.weight"] = (p, inplanes, 3, 3)
+                keys[f"{pre}.conv2.weight"] = (p, p, 3, 3)
+                bn(f"{pre}.bn1", p)
+                bn(f"{pre}.bn2", p)
+            if stride != 1 or inplanes != p * e:
+                keys[f"{pre}.downsample.0.weight"] = (p * e, inplanes, 1, 1)
+                bn(f"{pre}.downsample.1", p * e)
+            c, hidden = p * e, p * e // reduction
+            keys[f"{pre}.cbam.ChannelGate.mlp.1.weight"] = (hidden, c)
+            keys[f"{pre}.cbam.ChannelGate.mlp.1.bias"] = (hidden,)
+            keys[f"{pre}.cbam.ChannelGate.mlp.3.weight"] = (c, hidden)
+            keys[f"{pre}.cbam.ChannelGate.mlp.3.bias"] = (c,)
+            keys[f"{pre}.cbam.SpatialGate.spatial.conv.weight"] = (1, 2, 7, 7)
             bn(f"{pre}.cbam.SpatialGate.spatial.bn", 1)
-            inplanes = 4 * p
-    sd["fc.weight"] = torch.randn(num_classes, inplanes, generator=g) / inplanes ** 0.5
-    sd["fc.bias"] = torch.zeros(num_classes)
-    return sd
+            inplanes = p * e
+    keys["fc.weight"], keys["fc.bias"] = (num_classes, inplanes), (num_classes,)
+    return keys
 
 
 def official_forward(sd: dict, x: torch.Tensor, depths) -> tuple[torch.Tensor, list]:
@@ -272,10 +283,15 @@ def official_forward(sd: dict, x: torch.Tensor, depths) -> tuple[torch.Tensor, l
     for i, d in enumerate(depths):
         for j in range(d):
             pre, stride = f"layer{i + 1}.{j}", 2 if i > 0 and j == 0 else 1
-            out = F.relu(bn(F.conv2d(x, sd[f"{pre}.conv1.weight"]), f"{pre}.bn1"))
-            out = F.relu(bn(F.conv2d(out, sd[f"{pre}.conv2.weight"], stride=stride, padding=1),
-                            f"{pre}.bn2"))
-            out = bn(F.conv2d(out, sd[f"{pre}.conv3.weight"]), f"{pre}.bn3")
+            if f"{pre}.conv3.weight" in sd:  # Bottleneck
+                out = F.relu(bn(F.conv2d(x, sd[f"{pre}.conv1.weight"]), f"{pre}.bn1"))
+                out = F.relu(bn(F.conv2d(out, sd[f"{pre}.conv2.weight"], stride=stride,
+                                         padding=1), f"{pre}.bn2"))
+                out = bn(F.conv2d(out, sd[f"{pre}.conv3.weight"]), f"{pre}.bn3")
+            else:  # BasicBlock
+                out = F.relu(bn(F.conv2d(x, sd[f"{pre}.conv1.weight"], stride=stride,
+                                         padding=1), f"{pre}.bn1"))
+                out = bn(F.conv2d(out, sd[f"{pre}.conv2.weight"], padding=1), f"{pre}.bn2")
             hw = out.shape[-2:]
             ca = mlp(F.avg_pool2d(out, hw).flatten(1), f"{pre}.cbam.ChannelGate") + \
                 mlp(F.max_pool2d(out, hw).flatten(1), f"{pre}.cbam.ChannelGate")
@@ -293,14 +309,22 @@ def official_forward(sd: dict, x: torch.Tensor, depths) -> tuple[torch.Tensor, l
     return F.linear(x, sd["fc.weight"], sd["fc.bias"]), maps
 
 
+def official_cbam_file(sd: dict, path: Path) -> None:
+    """The official training file (train_imagenet.py save_checkpoint), saved from GPUs under
+    DataParallel by PyTorch 0.4: `module.` prefixes, best_prec1 a tensor, SGD state."""
+    first = next(iter(sd.values()))
+    save_as_from_gpu({"epoch": 100, "arch": "resnet", "best_prec1": torch.tensor(77.622),
+                      "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                      "optimizer": {"state": {0: {"momentum_buffer": torch.zeros_like(first)}},
+                                    "param_groups": [{"lr": 0.001, "momentum": 0.9,
+                                                      "params": [0, 1]}]}}, path)
+
+
 def test_official_cbam_checkpoint_loads_and_runs(tmp_path):
     depths, planes = (1, 1, 1, 1), (8, 8, 16, 16)
-    sd = official_cbam_state(depths, planes)
+    sd = official_state(official_cbam_keys(depths, planes, num_classes=10))
     pth = tmp_path / "RESNET50_CBAM_new_name_wrap.pth"
-    torch.save({"epoch": 90, "arch": "resnet", "best_prec1": 77.622,
-                "state_dict": {f"module.{k}": v for k, v in sd.items()},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "params": [0, 1]}]}},
-               pth)
+    official_cbam_file(sd, pth)
     folder = checkpoint(tmp_path / "cbam224", "cbam_resnet", size=224, channels=3,
                         depths=depths, widths=planes, block="bottleneck", stem="imagenet",
                         reduction=16)
@@ -320,6 +344,55 @@ def test_official_cbam_checkpoint_loads_and_runs(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, pth)
     with pytest.raises(WeightsError, match="missing keys: layer2.0.cbam.SpatialGate.spatial.conv"):
         create_model(str(folder), weights=str(pth))
+
+
+@pytest.mark.parametrize("depth", sorted(OFFICIAL_CBAM))
+def test_official_cbam_release_loads_by_name_with_the_official_maps(tmp_path, depth):
+    depths, block = OFFICIAL_CBAM[depth]
+    sd = official_state(official_cbam_keys(depths, (64, 128, 256, 512), block=block), seed=depth)
+    path = tmp_path / f"RESNET{depth}_IMAGENET_CBAM_model_best.pth.tar"
+    official_cbam_file(sd, path)
+    if not torch.cuda.is_available():  # the file really is a GPU one
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+    model = create_model(f"cbam_resnet{depth}", weights=str(path))
+    assert len(model.native_maps("cbam")) == sum(depths)
+    assert torch.equal(model.net.layer4[-1].cbam.SpatialGate.spatial.conv.weight,
+                       sd[f"layer4.{depths[3] - 1}.cbam.SpatialGate.spatial.conv.weight"])
+    if depth not in (18, 50):  # the layout is the point; the forward is checked on two depths
+        return
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(depth))
+    with torch.no_grad():
+        ref_logits, ref_maps = official_forward(sd, x, depths)
+    with Explainer(model, "cbam") as ex:
+        maps = list(ex.all_maps(x).values())
+    assert len(maps) == len(ref_maps) == sum(depths)
+    assert torch.allclose(maps[0].logits, ref_logits, rtol=1e-4, atol=1e-4)
+    for e, ref in zip(maps, ref_maps):
+        assert ref.std() > 1e-3  # maps that vary over the image, not a constant
+        assert e.raw.shape == ref.shape and torch.allclose(e.raw, ref, atol=1e-5)
+
+
+def test_cli_explains_a_photo_with_the_official_cbam_resnet50_file(tmp_path, capsys):
+    """`explain img.jpg --model cbam_resnet50 --weights model_best.pth.tar`: 16 spatial maps,
+    and the class the official computation gives on torchvision's preprocessing of the photo."""
+    from torchvision import transforms as T
+    depths, block = OFFICIAL_CBAM[50]
+    sd = official_state(official_cbam_keys(depths, (64, 128, 256, 512), block=block), seed=7)
+    path = tmp_path / "RESNET50_IMAGENET_CBAM_model_best.pth.tar"
+    official_cbam_file(sd, path)
+    photo = PHOTOS / "chelsea.jpg"
+    x = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                   T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(
+        Image.open(photo).convert("RGB"))
+    with torch.no_grad():
+        ref_logits, _ = official_forward(sd, x[None], depths)
+    capsys.readouterr()
+    assert main([str(photo), "--model", "cbam_resnet50", "--weights", str(path), "--methods",
+                 "cbam", "--json", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["topk"][0]["index"] == int(ref_logits.argmax())
+    assert len(record["methods"]) == 16 and all(m.startswith("cbam@layer") for m in record["methods"])
 
 
 # ---- the command line ----
