@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import math
 import sys
 from typing import Iterator
 
@@ -100,3 +102,19 @@ def library_messages() -> Iterator[None]:
 
 def command_line() -> str:
     return "explain " + " ".join(sys.argv[1:])
+
+
+def to_json(obj: object, **kwargs) -> str:
+    """JSON text with every non-finite float as null: NaN and Infinity are not JSON, and a
+    model whose output is not finite must not make --json unreadable."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from explain.jobs.images import ImageOptions, check, explain_images
 from explain.methods import select
 from explain.registry import create_model
 
-from .common import add_model_args, device_arg, positive_int
+from .common import add_model_args, device_arg, positive_int, to_json
 
 HELP = "explain images: print top-k classes and write an overlay per method"
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {record['error']}", file=sys.stderr)
         if args.json:
-            print(json.dumps(record), flush=True)
+            print(to_json(record), flush=True)
         elif "error" not in record:
             preds = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in record["topk"])
             print(f"{record['image']}: {preds}")

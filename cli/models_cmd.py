@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from explain.registry import list_models
+
+from .common import to_json
 
 HELP = "list the registered models"
 
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = list_models()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(to_json(rows, indent=2))
         return 0
     names = [r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "") for r in rows]
     w = max(map(len, names))

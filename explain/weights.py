@@ -57,8 +57,24 @@ def _listing(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def _not_real(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str | None:
+    """Why the first tensor (in the model's order) that the model holds as floating point is
+    not real numbers in `sd` (integers, booleans, complex, NaN or infinity), or None.
+    load_state_dict would cast int/bool silently and NaN would reach every output."""
+    for key, mine in own.items():
+        theirs = sd.get(key)
+        if theirs is None or not mine.is_floating_point():
+            continue
+        if not theirs.is_floating_point():
+            return f"{key} is {str(theirs.dtype).removeprefix('torch.')}, not floating point"
+        if not bool(torch.isfinite(theirs).all()):
+            return f"{key} holds NaN or infinite values"
+    return None
+
+
 def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Load `sd` into `net` strictly; old files may lack BatchNorm's `num_batches_tracked`."""
+    """Load `sd` into `net` strictly; old files may lack BatchNorm's `num_batches_tracked`.
+    Tensors that are not real numbers where the model expects them are refused."""
     own = net.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
@@ -74,6 +90,10 @@ def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], source: str) -> nn
             parts.append(f"unexpected keys: {_listing(unexpected)}")
         raise WeightsError(f"{source}: weights do not fit {type(net).__name__}; "
                            + "; ".join(parts))
+    bad = _not_real(sd, own)
+    if bad:
+        raise WeightsError(f"{source}: refused: {bad} (weights must be finite floating-point "
+                           "numbers)")
     full = {k: sd.get(k, own[k]) for k in own}
     net.load_state_dict(full, strict=True)
     return net
