@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 
 from explain.cli.main import main
 
@@ -136,6 +136,18 @@ def test_console_script_lists_models():
     out = subprocess.run([str(script), "models"], capture_output=True, text=True, check=True,
                          timeout=300).stdout
     assert "efficientnet_lite0" in out and "abn_resnet50" in out
+
+
+@pytest.mark.parametrize("argv", [["models", "--json"], ["models"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(argv):
+    """`explain models --json | head`: the pipe is closed before the CLI writes (it is still
+    importing torch), so every write meets EPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141  # as a writer killed by SIGPIPE
+    assert err == ""
 
 
 def test_models_json_compares_each_zoo_model_with_the_plain_resnet(capsys):

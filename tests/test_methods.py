@@ -1,6 +1,8 @@
 """Every extractor: shapes, range, finiteness, targets, hook and mode hygiene."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -32,6 +34,16 @@ def test_shapes_range_and_targets(tiny_abn, method):
     assert e.method == method
     e2 = Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(x, targets=[1, 2, 3])
     assert e2.targets.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_no_warning_reaches_the_terminal(tiny_abn, method):
+    """captum's UserWarnings (hooks set on ReLUs, inputs made to require gradients) are its
+    internals, not the user's business."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(torch.randn(2, 1, 28, 28))
+    assert [f"{w.filename}:{w.lineno}: {w.message}" for w in caught] == []
 
 
 @pytest.mark.parametrize("method", ALL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,12 @@ def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
     p = tmp_path / "evil.pth"
     with open(p, "wb") as f:
         pickle.dump({"state_dict": Boom()}, f)
-    with pytest.raises(WeightsError, match="refused to load"):
+    with pytest.raises(WeightsError, match="refused to load"), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         read_state_dict(p)
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    assert [str(w.message) for w in caught] == []  # torch's "Detected pickle protocol 4"
 
 
 def test_official_style_dict_is_unwrapped_and_prefix_stripped(tmp_path):

@@ -3,6 +3,8 @@ Gradients, Saliency, Occlusion and Guided Grad-CAM. Each returns a per-pixel map
 absolute attribution summed over colour channels."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from captum import attr
 
@@ -20,8 +22,11 @@ class CaptumMethod(Method):
         raise NotImplementedError
 
     def compute(self, x, acts, logits, targets):
-        with torch.enable_grad():
-            a = self.attribute(x, targets)
+        with torch.enable_grad(), warnings.catch_warnings():
+            # captum's UserWarnings narrate its own internals (hooks it sets on ReLUs, inputs
+            # it marks as requiring gradients): nothing a user of explain can act on
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"captum(\.|$)")
+            a = self.attribute(x.detach().requires_grad_(True), targets)
         return a.detach().float().abs().sum(1, keepdim=True)
 
 
@@ -42,7 +47,7 @@ class Saliency(CaptumMethod):
     name = "saliency"
 
     def attribute(self, x, targets):
-        return attr.Saliency(self.net).attribute(x.clone().requires_grad_(True), target=targets)
+        return attr.Saliency(self.net).attribute(x, target=targets)
 
 
 @register
