@@ -142,7 +142,7 @@ def test_console_script_lists_models():
 def test_a_reader_that_leaves_early_gets_no_traceback(argv):
     """`explain models --json | head`: the pipe is closed before the CLI writes (it is still
     importing torch), so every write meets EPIPE."""
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "explain", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()
     err = proc.stderr.read()
