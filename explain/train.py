@@ -3,14 +3,13 @@
 - Batches come from a seeded permutation per epoch (`trainsets.SeededBatches`), so a resumed run sees
   exactly the batches an uninterrupted one would; augmentation is seeded per step likewise.
 - Losses are pluggable (explain.losses); the architecture names its own.
-- Checkpoints (weights + optimizer + position) are written atomically every epoch and every
-  `checkpoint_every` steps; `resume` continues from the last one.
+- Checkpoints (weights + optimizer + position, one unit: explain.checkpoint) are written
+  every epoch and every `checkpoint_every` steps; `resume` continues from the last one.
 - Under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DDP and each rank takes its share
   of every batch permutation; rank 0 writes.
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .atomic import atomic_write_bytes
-from .checkpoint import CARD, WEIGHTS, load_checkpoint, save_checkpoint
+from .checkpoint import (WEIGHTS, load_checkpoint, load_training_state, save_checkpoint,
+                         save_training_state)
 from .errors import ExplainError
 from .losses import LOSSES
 from .models import build, get_arch
@@ -36,7 +35,6 @@ from .precision import autocast_dtype
 from .trainsets import TrainSet, load_trainset
 from .weights import load_weights, read_state_dict
 
-STATE = "train_state.pt"
 log = logging.getLogger(__name__)
 
 
@@ -166,9 +164,10 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     total = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, max(1, total // 20))
     epoch, start = 0, 0
-    if cfg.resume and (out / STATE).is_file():
-        load_weights(net, read_state_dict(out / "last" / WEIGHTS), str(out / "last" / WEIGHTS))
-        state = torch.load(out / STATE, map_location="cpu", weights_only=True)
+    saved = load_training_state(out) if cfg.resume else None
+    if saved:
+        folder, state = saved
+        load_weights(net, read_state_dict(folder / WEIGHTS), str(folder / WEIGHTS))
         opt.load_state_dict(state["optimizer"])
         epoch, start = int(state["epoch"]), int(state["step"])
         if rank == 0 and progress:
@@ -189,10 +188,8 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     def save_state(ep: int, st: int) -> None:
         if rank != 0:
             return
-        save_checkpoint(out / "last", net, {**base_card, "epoch": ep, "step": st})
-        buf = io.BytesIO()
-        torch.save({"optimizer": opt.state_dict(), "epoch": ep, "step": st}, buf)
-        atomic_write_bytes(out / STATE, buf.getvalue())
+        save_training_state(out, net, {**base_card, "epoch": ep, "step": st},
+                            {"optimizer": opt.state_dict(), "epoch": ep, "step": st})
 
     for ep in range(epoch, cfg.epochs):
         model.train()

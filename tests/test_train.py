@@ -2,6 +2,8 @@
 ImageFolders skip bad images."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,52 @@ def test_imagefolder_skips_corrupt_images_and_empty_classes(tmp_path, caplog):
     err = caplog.text  # warnings go through logging (the CLI shows them on stderr)
     assert classes == ["cat", "dog", "empty"] and len(files) == 6 and skipped == 1
     assert "broken.jpg" in err and "class 'empty' has no images" in err
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler meant for errors catches it."""
+
+
+def test_a_kill_between_any_two_writes_never_replays_an_epoch(tmp_path, monkeypatch):
+    """Kill the run after each file operation in turn (weights, card, optimizer state, the
+    switch, the final checkpoint), resume: the final weights equal an uninterrupted run's,
+    and no more is trained again than the steps since the last checkpoint."""
+    tr, te = ArraySet(fashion_mnist("train", limit=64)), ArraySet(fashion_mnist("test", limit=16))
+    steps_per_epoch, epochs = 2, 3
+    steps = []
+    own_loss = LOSSES[get_arch("abn_resnet").loss]
+
+    def counting_loss(*args, **kw):
+        steps.append(1)
+        return own_loss(*args, **kw)
+
+    def run(out, **kw):
+        return train(config(out, epochs=epochs, **kw), train_set=tr, test_set=te,
+                     progress=False, loss_fn=counting_loss)
+
+    real_replace, replaced = os.replace, []
+
+    def replace(src, dst, **kw):
+        real_replace(src, dst, **kw)
+        replaced.append(dst)
+        if len(replaced) == kill_after:
+            raise Killed
+
+    kill_after = 0
+    monkeypatch.setattr(os, "replace", replace)
+    reference = load_file(run(tmp_path / "full") / "model.safetensors")
+    writes = len(replaced)
+    assert writes >= 2 * epochs + 2 and len(steps) == steps_per_epoch * epochs
+    for kill_after in range(1, writes):
+        out = tmp_path / f"kill{kill_after}"
+        replaced.clear()
+        steps.clear()
+        with pytest.raises(Killed):
+            run(out)
+        done = len(steps)
+        run(out, resume=True)
+        final = load_file(out / "model.safetensors")
+        assert final.keys() == reference.keys()
+        for k in final:
+            assert torch.equal(final[k], reference[k]), (kill_after, replaced[-1], k)
+        assert len(steps) - steps_per_epoch * epochs <= steps_per_epoch, (kill_after, done)
