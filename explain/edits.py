@@ -7,7 +7,9 @@
 An entry records the image path and its SHA-256, the model id, the label, the revision and
 the time. Every save writes new revision files first and switches the manifest atomically
 afterwards, so a crash mid-save leaves the previous edit intact; old revisions are removed
-only once the manifest no longer names them. One store-wide lock (flock on EDITS/.lock)
+only once the manifest no longer names them, and what a killed save left behind (temp files,
+map files of a revision the manifest never named) when the store is next opened. One
+store-wide lock (flock on EDITS/.lock)
 serialises saves across threads and processes: the manifest is shared by every image, so a
 lock per image alone would not protect it, and a save takes about a millisecond.
 
@@ -23,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +46,8 @@ from .model import Model
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+MAP_FILE = re.compile(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.r[0-9]+(\.original)?\.png")
+TEMP = re.compile(r"\.(.+)\.[a-z0-9_]+\.tmp")  # explain.atomic's temp file for NAME
 ImportMode = Literal["map", "remove", "add"]
 
 
@@ -153,6 +158,30 @@ class EditStore:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise ExplainError(f"{self.root} exists and is not a folder", param="edits")
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a killed save left: temp files, and map files of a revision the
+        manifest does not name. Under the store lock, so a save under way elsewhere is left
+        alone; skipped when the store cannot be locked (read-only) or its manifest is
+        unreadable. Files of other names are never touched."""
+        if not self.root.is_dir():
+            return
+        try:
+            with self._lock():
+                named = {n for e in self.entries().values() for n in (e.edited, e.original)}
+                for f in self._leftovers(named):
+                    f.unlink(missing_ok=True)
+        except (OSError, ExplainError):
+            return
+
+    def _leftovers(self, named: set[str]) -> Iterator[Path]:
+        yield from self.root.glob(f".{MANIFEST}.*.tmp")
+        for f in self.root.glob("maps/*"):
+            temp = TEMP.fullmatch(f.name)
+            if MAP_FILE.fullmatch(temp.group(1) if temp else f.name) and (
+                    temp or f"maps/{f.name}" not in named):
+                yield f
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

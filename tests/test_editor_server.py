@@ -1,17 +1,39 @@
-"""The editor server refuses every bad request with the right status and a clear message."""
+"""The editor server refuses every bad request with the right status and a clear message:
+through Flask's test client, and over real HTTP for what a hostile page could send."""
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import re
 import threading
 
 import numpy as np
 import pytest
 import torch
+from flask.testing import FlaskClient
 
+import explain.edits as edits_mod
 from explain.edits import EditStore, model_maps
-from explain.editor.server import EditorSession, create_app
+from explain.editor.server import EditorServer, EditorSession, create_app
 
 TOKEN = "test-token-123"
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
+
+
+class PageClient(FlaskClient):
+    """Addresses requests as the editor's page does: to 127.0.0.1 on the server's port."""
+
+    def open(self, *args, **kw):
+        kw.setdefault("base_url", ORIGIN)
+        return super().open(*args, **kw)
+
+
+def page_client(session, **kw) -> FlaskClient:
+    app = create_app(session, TOKEN, PORT, **kw)
+    app.test_client_class = PageClient
+    return app.test_client()
 
 
 @pytest.fixture
@@ -21,7 +43,7 @@ def session(tiny_abn, fmnist_pngs, tmp_path) -> EditorSession:
 
 @pytest.fixture
 def client(session):
-    return create_app(session, TOKEN, max_body=64 << 10).test_client()
+    return page_client(session, max_body=64 << 10)
 
 
 def auth(**kw) -> dict:
@@ -30,7 +52,8 @@ def auth(**kw) -> dict:
 
 def post(client, url, body, raw=False):
     data = body if raw else json.dumps(body)
-    return client.post(url, data=data, content_type="application/json", **auth())
+    return client.post(url, data=data, content_type="application/json",
+                       headers={"X-Explain-Token": TOKEN, "Origin": ORIGIN})
 
 
 @pytest.mark.parametrize("url", ["/", "/api/queue", "/api/item/0", "/image/0", "/static/app.js",
@@ -118,12 +141,11 @@ def test_save_then_item_restores_the_edit(client, session):
 
 
 def test_concurrent_saves_leave_one_valid_file(session):
-    app = create_app(session, TOKEN)
     maps = [np.full(784, v, np.float32).tolist() for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
     codes = []
 
     def save(m):
-        c = app.test_client()
+        c = page_client(session)
         for _ in range(4):
             codes.append(post(c, "/api/save/0", {"map": m}).status_code)
     threads = [threading.Thread(target=save, args=(m,)) for m in maps]
@@ -155,3 +177,93 @@ def test_queue_puts_misclassified_then_least_confident_first(session):
     keys = list(zip((~wrong).tolist(), truth.tolist()))
     assert all(labels >= 0) and keys == sorted(keys)
     assert {it.path.parent.name for it in session.items} == {"bag", "sneaker", "trouser"}
+
+
+@pytest.fixture
+def server(session):
+    server = EditorServer(session).start()
+    yield server
+    server.stop()
+
+
+def request(server, method, url, body=b"", **headers):
+    """A real HTTP request to `server`; (status, headers, JSON body or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=60)
+    try:
+        conn.request(method, url, body, headers={"X-Explain-Token": server.token, **headers})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    is_json = resp.getheader("Content-Type", "").startswith("application/json")
+    return resp.status, resp, json.loads(data) if is_json else None
+
+
+def test_a_page_elsewhere_cannot_write_even_with_the_token(server, session):
+    port = server.server.server_port
+    here, local = f"127.0.0.1:{port}", f"localhost:{port}"
+    body = json.dumps({"map": [0.25] * 784}).encode()
+    refused = [  # (headers, status, message)
+        ({"Origin": "https://evil.example", "Content-Type": "application/json"}, 403,
+         "cross-site"),
+        ({"Origin": "https://evil.example", "Content-Type": "text/plain"}, 403, "cross-site"),
+        ({"Origin": f"http://{here}", "Content-Type": "text/plain"}, 415, "application/json"),
+        ({"Origin": f"http://{here}", "Content-Type": "application/x-www-form-urlencoded"},
+         415, "application/json"),
+        ({"Content-Type": "application/json"}, 403, "cross-site"),  # no Origin, no Referer
+        ({"Origin": "null", "Content-Type": "application/json"}, 403, "cross-site"),
+        ({"Referer": "https://evil.example/page", "Content-Type": "application/json"}, 403,
+         "cross-site"),
+        ({"Referer": f"http://{here}.evil.example/", "Content-Type": "application/json"}, 403,
+         "cross-site"),
+        ({"Origin": f"http://{local}", "Content-Type": "application/json"}, 403,
+         "cross-site"),  # another origin than the one addressed
+        ({"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}",
+          "Content-Type": "application/json"}, 403, "Host"),  # DNS rebinding
+        ({"Host": f"127.0.0.1:{port + 1}", "Origin": f"http://127.0.0.1:{port + 1}",
+          "Content-Type": "application/json"}, 403, "Host"),
+    ]
+    for headers, status, message in refused:
+        code, resp, data = request(server, "POST", "/api/save/0", body, **headers)
+        assert (code, message in data["error"]) == (status, True), (headers, code, data)
+        assert resp.getheader("Referrer-Policy") == "no-referrer"
+    assert session.store.entries() == {}
+    code, _, data = request(server, "GET", "/api/queue", Host=f"evil.example:{port}")
+    assert code == 403 and "Host" in data["error"]
+    accepted = [{"Origin": f"http://{here}"}, {"Referer": f"http://{here}/?token=x"},
+                {"Host": local, "Origin": f"http://{local}"}]
+    for i, headers in enumerate(accepted):
+        code, resp, data = request(server, "POST", "/api/save/0", body,
+                                **{"Content-Type": "application/json; charset=utf-8", **headers})
+        assert code == 200 and data["revision"] == i + 1, (headers, code, data)
+        assert resp.getheader("Referrer-Policy") == "no-referrer"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/?token=" + server.token)
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    conn.close()
+    assert resp.status == 200 and resp.getheader("Referrer-Policy") == "no-referrer"
+    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert links and all("//" not in u and not u.startswith("/") for u in links), links
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(server, session):
+    for url in ("/api/score/0", "/api/save/0"):
+        body = b'{"map": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        code, _, data = request(server, "POST", url, body, Origin=server.url.split("/?")[0],
+                             **{"Content-Type": "application/json"})
+        assert code == 400 and "nested too deeply" in data["error"], (url, code, data)
+    assert session.store.entries() == {}
+    code, _, _ = request(server, "GET", "/api/queue")
+    assert code == 200  # still serving
+
+
+def test_a_full_disk_on_save_is_reported_not_a_traceback(server, session, monkeypatch):
+    def disk_full(path, data, fsync=True):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(edits_mod, "atomic_write_bytes", disk_full)
+    code, _, data = request(server, "POST", "/api/save/0", json.dumps({"map": [0.5] * 784}).encode(),
+                         Origin=server.url.split("/?")[0], **{"Content-Type": "application/json"})
+    assert code == 507 and "No space left on device" in data["error"]
+    assert str(session.store.root / "maps") in data["error"]
+    assert session.store.entries() == {}

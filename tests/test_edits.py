@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 
@@ -71,6 +72,37 @@ def test_crash_mid_save_keeps_the_previous_edit(tmp_path, image, monkeypatch):
     assert store.entries()[good.key] == good
     assert store.load(good)[1][0, 0] == 0.0
     assert len(list((tmp_path / "edits" / "maps").iterdir())) == 2  # no orphan revision
+
+
+def test_leftovers_of_a_killed_save_are_removed_when_the_store_is_opened(tmp_path, image):
+    """A kill mid-save runs no clean-up: it leaves the manifest's temp file, a map file's
+    temp file and whole map files of a revision the manifest never came to name."""
+    root = tmp_path / "edits"
+    good = EditStore(root).save(image, "m@1", 8, *ramp(0.0))
+    kept = {p: p.read_bytes() for p in [root / "manifest.json", root / good.edited,
+                                         root / good.original]}
+    stem = good.edited.removeprefix("maps/").removesuffix(".r1.png")
+    leftovers = [root / ".manifest.json.k2j4x9_a.tmp", root / "maps" / f"{stem}.r2.png",
+                 root / "maps" / f"{stem}.r2.original.png",
+                 root / "maps" / f".{stem}.r3.png.q0w9e8r7.tmp"]
+    others = [root / "maps" / "notes.txt", root / "my.tmp", root / "maps" / "photo.png"]
+    for p in leftovers + others:
+        p.write_bytes(b"x")
+    store = EditStore(root)
+    assert [p for p in leftovers if p.exists()] == []
+    assert all(p.read_bytes() == b"x" for p in others)  # not ours: never touched
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert store.entries()[good.key] == good and store.load(good)[1][0, 0] == 0.0
+
+
+def test_image_names_that_are_not_utf8_get_keys_and_edits(tmp_path, image):
+    odd = image.with_name(os.fsdecode(b"bad\xff\xfename.png"))
+    shutil.copy(image, odd)
+    store = EditStore(tmp_path / "edits")
+    edit = store.save(odd, "m@1", 8, *ramp(0.5))
+    assert edit.key.startswith("bad_name-") and edit.key.isascii()
+    reopened = EditStore(tmp_path / "edits")
+    assert reopened.find(odd) == edit and reopened.problem(edit, "m@1") is None
 
 
 def test_concurrent_saves_of_one_image_never_tear(tmp_path, image):

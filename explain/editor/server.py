@@ -1,10 +1,16 @@
 """The attention-map editor: a small Flask app on 127.0.0.1 serving a plain HTML/JS page.
 
 Security model: the server listens on 127.0.0.1 only and every request must carry the
-random per-session token (query `token` or header `X-Explain-Token`), else 403. It serves
-its own static files and the queued images by index, nothing else (404, including `../`,
-absolute and percent-encoded paths); request bodies are bounded (413); bad JSON or a map
-of the wrong size is a 400 with a message. Saves go through the edit store, whose lock
+random per-session token (query `token` or header `X-Explain-Token`), else 403. Requests
+naming another Host than 127.0.0.1 or localhost with the server's port are refused (403;
+DNS rebinding), and so is every POST that is not `application/json` (415) or whose Origin
+(or, without one, Referer) is not the server's own (403): a page elsewhere cannot write an
+edit even with the token (the editor's own fetches send their Origin). No page sends a
+Referer (`Referrer-Policy: no-referrer`), so the token in the page's URL goes nowhere else.
+It serves its own static files and the queued images by index, nothing else (404,
+including `../`, absolute and percent-encoded paths); request bodies are bounded (413); bad
+or too deeply nested JSON or a map of the wrong size is a 400 with a message; a save the
+disk refuses is a 507 naming the file. Saves go through the edit store, whose lock
 serialises them, so two saves of one image leave one valid file, never a torn one.
 
 API (JSON): GET /api/config, /api/queue, /api/item/I; GET /image/I (the PNG the model saw);
@@ -34,6 +40,7 @@ from ..edits import Edit, EditStore, editable_map, folder_labels, model_id, mode
 from ..errors import ExplainError
 from ..images import find_images
 from ..model import Model
+from ..paths import display
 from ..pipeline import prepare
 from ..render import colormap_lut, png_bytes
 
@@ -112,7 +119,8 @@ class EditorSession:
         edited = self.store.load(edit)[1] if edit else None
         if edited is not None and edited.shape != original.shape:
             edit, edited, warning = None, None, "stored edit has another map size; not applied"
-        return {"index": i, "name": it.path.name, "path": str(it.path), "label": it.label,
+        return {"index": i, "name": display(it.path.name), "path": display(it.path),
+                "label": it.label,
                 "height": original.shape[0], "width": original.shape[1],
                 "original": original.tolist(),  # exact float32 values: untouched pixels
                 "edited": None if edited is None else edited.tolist(),  # save back unchanged
@@ -135,13 +143,13 @@ class EditorSession:
     def queue(self) -> list[dict]:
         entries = self.store.entries()
         keys = {e.image for e in entries.values()}
-        return [{"index": i, "name": it.path.name, "label": it.label, "pred": it.pred,
+        return [{"index": i, "name": display(it.path.name), "label": it.label, "pred": it.pred,
                  "confidence": it.confidence, "edited": str(it.path.resolve()) in keys}
                 for i, it in enumerate(self.items)]
 
 
-def bad(message: str) -> None:
-    abort(Response(json.dumps({"error": message}), 400, mimetype="application/json"))
+def refuse(status: int, message: str) -> None:
+    abort(Response(json.dumps({"error": message}), status, mimetype="application/json"))
 
 
 def parse_map(session: EditorSession, i: int) -> tuple[np.ndarray, dict]:
@@ -149,23 +157,38 @@ def parse_map(session: EditorSession, i: int) -> tuple[np.ndarray, dict]:
     try:
         body = json.loads(request.get_data(cache=False) or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        bad(f"request body is not valid JSON ({e})")
+        refuse(400, f"request body is not valid JSON ({e})")
+    except RecursionError:
+        refuse(400, "request body is nested too deeply")
     if not isinstance(body, dict) or not isinstance(body.get("map"), list):
-        bad('expected a JSON object {"map": [H*W numbers]}')
+        refuse(400, 'expected a JSON object {"map": [H*W numbers]}')
     h, w = session.model.input.size
     values = body["map"]
     if len(values) != h * w:
-        bad(f"map has {len(values)} values; expected {h * w} ({w}x{h}, row-major)")
+        refuse(400, f"map has {len(values)} values; expected {h * w} ({w}x{h}, row-major)")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                and 0 <= v <= 1 for v in values):
-        bad("map values must be numbers within [0, 1]")
+        refuse(400, "map values must be numbers within [0, 1]")
     return np.asarray(values, np.float32).reshape(h, w), body
 
 
-def create_app(session: EditorSession, token: str, max_body: int = MAX_BODY) -> Flask:
+def same_origin(host: str) -> bool:
+    """The request comes from a page of this server: its Origin, or when a client sends
+    none its Referer, is http://HOST (a missing or `null` Origin is not enough)."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin == f"http://{host}"
+    return request.headers.get("Referer", "").startswith(f"http://{host}/")
+
+
+def create_app(session: EditorSession, token: str, port: int | None = None,
+               max_body: int = MAX_BODY) -> Flask:
+    """The app; it answers only requests addressed to 127.0.0.1:`port` or localhost:`port`
+    (`allow_port` sets the port once the server has one)."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect
+    allow_port(app, port)
     n = len(session.items)
 
     def item_index(i: int) -> int:
@@ -174,15 +197,25 @@ def create_app(session: EditorSession, token: str, max_body: int = MAX_BODY) -> 
         return i
 
     @app.before_request
-    def check_token() -> None:
+    def check_request() -> None:
+        if request.host not in app.config["HOSTS"]:
+            refuse(403, f"Host {request.host!r} refused: the editor answers only "
+                        f"{' or '.join(app.config['HOSTS'])}")
         given = request.headers.get("X-Explain-Token") or request.args.get("token") or ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             abort(403)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            if not same_origin(request.host):
+                refuse(403, "cross-site request refused: its Origin or Referer is not "
+                            f"http://{request.host}")
+            if request.mimetype != "application/json":
+                refuse(415, "request body must be application/json")
 
     @app.after_request
     def headers(resp: Response) -> Response:
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
         resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
                                                    "connect-src 'self'; frame-ancestors 'none'")
         return resp
@@ -192,6 +225,12 @@ def create_app(session: EditorSession, token: str, max_body: int = MAX_BODY) -> 
         if e.response is not None:
             return e.response
         return Response(json.dumps({"error": e.name}), e.code, mimetype="application/json")
+
+    @app.errorhandler(OSError)
+    def disk_error(e: OSError) -> Response:  # a full disk, a read-only store, ...
+        where = f"{display(e.filename)}: " if e.filename else ""
+        return Response(json.dumps({"error": f"cannot save: {where}{e.strerror or e}"}), 507,
+                        mimetype="application/json")
 
     @app.get("/")
     def index() -> Response:
@@ -207,7 +246,7 @@ def create_app(session: EditorSession, token: str, max_body: int = MAX_BODY) -> 
         lut = (colormap_lut("jet") * 255).round().int().tolist()
         return jsonify({"model": session.model.name, "classes": session.model.classes,
                         "size": list(session.model.input.size), "count": n, "lut": lut,
-                        "edits": str(session.store.root)})
+                        "edits": display(session.store.root)})
 
     @app.get("/api/queue")
     def queue() -> Response:
@@ -232,11 +271,17 @@ def create_app(session: EditorSession, token: str, max_body: int = MAX_BODY) -> 
         label = body.get("label", session.items[i].label)
         if label is not None and (not isinstance(label, int) or isinstance(label, bool)
                                   or not 0 <= label < len(session.model.classes)):
-            bad(f"label must be a class index 0..{len(session.model.classes) - 1} or null")
+            refuse(400, f"label must be a class index 0..{len(session.model.classes) - 1} "
+                        "or null")
         edit = session.save(i, edited, label)
-        return jsonify({"revision": edit.revision, "file": str(session.store.root / edit.edited)})
+        return jsonify({"revision": edit.revision,
+                        "file": display(session.store.root / edit.edited)})
 
     return app
+
+
+def allow_port(app: Flask, port: int | None) -> None:
+    app.config["HOSTS"] = () if port is None else (f"127.0.0.1:{port}", f"localhost:{port}")
 
 
 class EditorServer:
@@ -245,8 +290,9 @@ class EditorServer:
     def __init__(self, session: EditorSession, port: int = 0, max_body: int = MAX_BODY):
         self.session = session
         self.token = secrets.token_urlsafe(24)
-        self.app = create_app(session, self.token, max_body)
+        self.app = create_app(session, self.token, max_body=max_body)
         self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        allow_port(self.app, self.server.server_port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
