@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from explain.errors import ExplainError
 from explain.methods import METHODS
+from explain.paths import display
 from explain.registry import DEFAULT_MODEL
 
 # Library parameter -> the option names (argparse dests) that stand for it in some command.
@@ -98,6 +99,16 @@ def library_messages() -> Iterator[None]:
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+def os_error(e: OSError) -> str:
+    """One line for a failed file operation: the path(s) and the OS's reason."""
+    reason = e.strerror or str(e)
+    if e.filename is None:
+        return reason
+    if e.filename2 is not None:
+        return f"{display(e.filename)} -> {display(e.filename2)}: {reason}"
+    return f"{display(e.filename)}: {reason}"
 
 
 def command_line() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from explain.atomic import check_writable
 from explain.edits import EditStore, import_files
 from explain.registry import create_model
 
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, device=args.device)
     store = EditStore(args.edits)
+    check_writable(store.root, "edits")
     if args.from_maps or args.from_masks:
         folder, mode = (args.from_maps, "map") if args.from_maps else (args.from_masks, args.mask_mode)
         stored, problems = import_files(store, model, args.inputs, folder, mode)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from explain.jobs.gallery import make_gallery
+from explain.paths import display
 
 from .common import add_model_args, device_arg, positive_int
 
@@ -59,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     if leader:
         print(f"gallery: {summary.rows} rows ({summary.new} written now, {summary.skipped} "
               f"already done), {summary.errors} unreadable, {summary.seconds:.1f} s "
-              f"-> {summary.out / 'index.html'}")
+              f"-> {display(summary.out / 'index.html')}")
     return 1 if summary.errors else 0

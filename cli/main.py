@@ -11,7 +11,7 @@ from pathlib import Path
 
 from explain.errors import ExplainError
 
-from .common import describe, error, library_messages
+from .common import describe, error, library_messages, os_error
 
 
 def commands() -> list:
@@ -65,6 +65,11 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         error("interrupted")
         return 130
+    except OSError as e:  # the disk, the folder or the device failed us: say which and why
+        if isinstance(e, BrokenPipeError):
+            raise
+        error(os_error(e))
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from explain.atomic import check_writable
 from explain.models import ARCHS
 from explain.train import TrainConfig, train
 
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable(args.out)
     cfg = TrainConfig(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, device=args.device, precision=args.precision,

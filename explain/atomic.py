@@ -1,4 +1,9 @@
-"""Atomic file writes: nothing a user made is ever left half-written."""
+"""Atomic file writes: nothing a user made is ever left half-written.
+
+A failed write raises OSError naming the file it was for (a full disk fails `write` and
+`fsync` with no file name, and the temp file's name means nothing to a user), so that the
+CLI can say in one line which file could not be written and why.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +13,41 @@ import threading
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from .errors import ExplainError
+from .paths import display
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an OSError from the block with `path` as its file name when it names no
+    file, or only a temp file standing in for `path` (`.NAME.*`, beside it)."""
+    try:
+        yield
+    except OSError as e:
+        name, temp = e.filename, f".{os.path.basename(path)}."
+        if name is None or (isinstance(name, (str, bytes))
+                            and os.path.basename(os.fsdecode(name)).startswith(temp)):
+            raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
+        raise
+
+
+def check_writable(folder: str | os.PathLike, param: str = "out") -> None:
+    """Create `folder` if needed and prove a file can be written there, before any work;
+    `param` names the argument that gave the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        raise ExplainError(f"{display(folder)}: exists and is not a folder",
+                           param=param) from None
+    except OSError as e:
+        raise ExplainError(f"{display(folder)}: not writable ({e.strerror or e})",
+                           param=param) from None
 
 
 @contextlib.contextmanager
@@ -22,15 +59,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a finished file gets normal rights
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -62,14 +101,16 @@ def atomic_write_files(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None
             os.makedirs(folder or ".", exist_ok=True)
             folders.add(folder)
         tmp = os.path.join(folder, f".{name}.{tag}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # less the umask
+        with naming(path):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # less the umask
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, path)
+            with naming(path):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.close(fd)
+                fd = -1
+                os.replace(tmp, path)
         except BaseException:
             if fd >= 0:
                 os.close(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .datasets import SYNTHETIC, ArrayData, load_named
 from .errors import ExplainError, ImageError
 from .images import IMAGE_SUFFIXES, load_image
+from .paths import display
 from .preprocess import IMAGENET, InputSpec
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,17 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
                            f"{root}/CLASS/IMAGE.jpg)", param="data")
     files, skipped = [], 0
     for label, name in enumerate(classes):
-        imgs = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            with os.scandir(root / name) as entries:
+                imgs = sorted(Path(e.path) for e in entries
+                              if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        except FileNotFoundError:  # a class the held-out folder lacks
+            imgs = []
+        except OSError as e:
+            log.warning("skipped %s: folder cannot be read (%s)", display(root / name),
+                        e.strerror or e)
+            skipped += 1
+            continue
         if not imgs:
             log.warning("%s: class %r has no images", root / name, name)
         for p in imgs:

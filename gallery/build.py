@@ -19,8 +19,10 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from explain.atomic import check_writable
 from explain.errors import ExplainError
 from explain.explanation import Explanation
+from explain.paths import display
 from explain.pipeline import explain_batch
 from explain.registry import Model
 
@@ -28,7 +30,7 @@ from .contact import write_contact_sheet
 from .dataset import loader
 from .inputs import Item, class_index
 from .manifest import Journal, finished_ids, read_rows, write_manifest
-from .outdir import Lock, check_writable, claim
+from .outdir import Lock, claim
 from .page import write_page
 from .shard import Group
 from .writer import RowWriter, Style
@@ -69,8 +71,10 @@ def settings_for(model: Model, opts: Options) -> dict:
 
 
 def _base_row(item: Item, classes: list[str]) -> dict:
-    return {"id": item.id, "index": item.index, "name": item.name,
-            "path": str(item.path.resolve()), "truth": item.truth,
+    """A row's text is printable (names that are not UTF-8 with backslash escapes)."""
+    return {"id": item.id, "index": item.index, "name": display(item.name),
+            "path": display(item.path.resolve()),
+            "truth": None if item.truth is None else display(item.truth),
             "truth_index": class_index(item.truth, classes)}
 
 

@@ -4,10 +4,13 @@ A folder whose images all sit in sub-folders is read as an ImageFolder: the firs
 is the ground-truth class, as in torchvision. A list file names one image a line (relative to
 the list's folder), optionally followed by a tab and the class. Every item gets a stable id
 from its absolute path, so output names survive `--resume`, other working folders and ranks.
+Names are bytes to the OS: one that is not UTF-8 is carried as it is (surrogateescape) and
+shown with backslash escapes (explain.paths).
 """
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 from explain.errors import ExplainError
 from explain.images import IMAGE_SUFFIXES, find_images, path_id
 from explain.labels import class_key, class_lookup
+from explain.paths import display
 
 GLOB_CHARS = "*?["
 
@@ -34,20 +38,23 @@ class Item:
 
 
 def _folder(root: Path) -> list[tuple[Path, str, str | None]]:
+    """Its images; a sub-folder that cannot be listed comes as an entry of its own."""
     paths = find_images([str(root)])
-    image_folder = not any(p.parent == root for p in paths)
+    image_folder = not any(p.parent == root and not p.is_dir() for p in paths)
     out = []
     for p in paths:
         rel = p.relative_to(root)
-        out.append((p, rel.as_posix(), rel.parts[0] if image_folder else None))
+        out.append((p, rel.as_posix(), rel.parts[0] if image_folder and len(rel.parts) > 1
+                    else None))
     return out
 
 
 def _list_file(listing: Path) -> list[tuple[Path, str, str | None]]:
-    try:
-        lines = listing.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ExplainError(f"{listing}: cannot read the list of images ({e})") from None
+    try:  # file names as the OS has them: bytes, whatever their encoding
+        lines = os.fsdecode(listing.read_bytes()).splitlines()
+    except OSError as e:
+        raise ExplainError(f"{display(listing)}: cannot read the list of images "
+                           f"({e.strerror or e})") from None
     out = []
     for line in lines:
         if not line.strip() or line.lstrip().startswith("#"):
@@ -76,8 +83,8 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
     elif any(c in spec for c in GLOB_CHARS):
         found = _glob(spec)
     else:
-        raise ExplainError(f"{spec}: no such folder, image, list file or matching glob",
-                           param="input")
+        raise ExplainError(f"{display(spec)}: no such folder, image, list file or matching "
+                           "glob", param="input")
     items: list[Item] = []
     seen: set[str] = set()
     for path, name, truth in found:
@@ -88,7 +95,7 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
         if limit is not None and len(items) >= limit:
             break
     if not items:
-        raise ExplainError(f"{spec}: no images to put in a gallery", param="input")
+        raise ExplainError(f"{display(spec)}: no images to put in a gallery", param="input")
     return items
 
 

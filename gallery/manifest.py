@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from explain.atomic import atomic_write_text
+from explain.atomic import atomic_write_text, naming
 
 STATE = ".gallery"
 PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every complete PNG
@@ -28,18 +28,19 @@ class Journal:
     """One process's shard, opened for appending; each `append` is flushed and fsynced."""
 
     def __init__(self, out: Path, rank: int):
-        path = shard_path(out, rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "ab")
-        if self.file.tell() and not _ends_with_newline(path):
+        self.path = shard_path(out, rank)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "ab")
+        if self.file.tell() and not _ends_with_newline(self.path):
             self.file.write(b"\n")  # isolate a line torn by an earlier kill
 
     def append(self, rows: Iterable[dict]) -> None:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
         if data:
-            self.file.write(data)
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            with naming(self.path):  # a full disk: say which file
+                self.file.write(data)
+                self.file.flush()
+                os.fsync(self.file.fileno())
 
     def close(self) -> None:
         self.file.close()

@@ -1,5 +1,5 @@
-"""The output folder: checked writable before any work, locked against a second run, and
-holding the settings a `--resume` must match.
+"""The output folder: locked against a second run, and holding the settings a `--resume`
+must match.
 
 The lock is an `flock` on `.gallery/lock`: the kernel drops it when its process dies, so a
 killed run never leaves a stale lock behind.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from explain.atomic import atomic_write_text
@@ -18,18 +17,6 @@ from explain.errors import ExplainError
 from .manifest import STATE, read_rows
 
 SETTINGS = "settings.json"
-
-
-def check_writable(out: Path) -> None:
-    """Create `out` if needed and prove a file can be written there."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except FileExistsError:
-        raise ExplainError(f"{out}: exists and is not a folder", param="out") from None
-    except OSError as e:
-        raise ExplainError(f"{out}: not writable ({e.strerror or e})", param="out") from None
 
 
 class Lock:

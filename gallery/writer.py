@@ -17,6 +17,7 @@ import torch
 from explain.atomic import atomic_write_files
 from explain.errors import ExplainError
 from explain.explanation import Explanation
+from explain.paths import display
 from explain.render import png_bytes, tiles, upscale_views
 
 INPUT = "input"
@@ -62,8 +63,8 @@ def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
         # Atomic without fsync: the journal line written after them vouches for the files.
         atomic_write_files(files)
     except OSError as e:
-        raise ExplainError(f"{out}: cannot write {e.filename} ({e.strerror or e})",
-                           param="out") from None
+        raise ExplainError(f"{display(out)}: cannot write {display(e.filename)} "
+                           f"({e.strerror or e})", param="out") from None
     return rows
 
 

@@ -1,12 +1,15 @@
 """Every bad input of the foundation issue gets one clear ImageError naming the file."""
 from __future__ import annotations
 
+import errno
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import explain.images as images_mod
 from explain.errors import ExplainError, ImageError
 from explain.images import find_images, load_image
 
@@ -99,3 +102,83 @@ def test_find_images_expands_dirs_and_rejects_empty(tmp_path):
     empty.mkdir()
     with pytest.raises(ExplainError, match="contains no images"):
         find_images([str(empty)])
+
+
+def test_special_files_are_named_for_what_they_are_and_never_read(tmp_path):
+    """stat before open: a FIFO would block a reader forever, /dev/zero never ends."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(loop)
+    broken = tmp_path / "broken.png"
+    broken.symlink_to(tmp_path / "gone.png")
+    cases = [(fifo, "is a FIFO (named pipe), not an image file"),
+             ("/dev/zero", "is a character device, not an image file"),
+             ("/proc/self/status", "a pseudo-file (size 0 but not empty"),
+             (loop, "symbolic link loop"),
+             (broken, "broken symbolic link"),
+             (tmp_path / "file.png" / "x.png", "cannot be read (Not a directory)"),
+             (tmp_path / "missing.png", "no such file"),
+             (tmp_path, "is a directory, not an image")]
+    (tmp_path / "file.png").write_bytes(b"x")
+    for path, message in cases:
+        with pytest.raises(ImageError) as e:
+            load_image(path)
+        assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+
+
+def test_permission_denied_is_said_not_called_corrupt(tmp_path, monkeypatch):
+    """Tests run as root, which reads any file: the refusal is injected where the file is
+    opened."""
+    p = save(tmp_path / "secret.png", np.zeros((9, 9, 3), np.uint8))
+
+    def refused(path, *args, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(images_mod, "open", refused, raising=False)
+    with pytest.raises(ImageError, match=r"secret.png: cannot be read \(Permission denied\)"):
+        load_image(p)
+
+
+def unlistable(monkeypatch, *folders):
+    """Make `folders` fail to list as an unreadable folder does for a user who is not root."""
+    real = os.scandir
+    blocked = {os.fspath(f) for f in folders}
+
+    def scandir(path="."):
+        if os.fspath(path) in blocked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_sub_folder_is_listed_to_be_reported(tmp_path, monkeypatch):
+    for sub in ("a", "b", "b/deep"):
+        (tmp_path / sub).mkdir()
+        save(tmp_path / sub / "x.png", np.zeros((9, 9, 3), np.uint8))
+    unlistable(monkeypatch, tmp_path / "b")
+    found = find_images([str(tmp_path)])
+    assert found == [tmp_path / "a" / "x.png", tmp_path / "b"]
+    with pytest.raises(ImageError, match=r"/b: folder cannot be read \(Permission denied\)"):
+        load_image(found[1])
+
+
+def test_find_images_reports_odd_entries_and_survives_folder_loops(tmp_path):
+    save(tmp_path / "ok.png", np.zeros((9, 9, 3), np.uint8))
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "up").symlink_to(tmp_path)  # a folder loop
+    os.mkfifo(tmp_path / "pipe.txt")  # not named as an image: not ours to report
+    names = [p.name for p in find_images([str(tmp_path)])]
+    assert names == ["dangling.jpg", "ok.png", "pipe.png"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_nan_or_inf_is_refused(tmp_path, bad):
+    a = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
+    good = save(tmp_path / "good.tif", Image.fromarray(a, mode="F"))
+    assert load_image(good).shape == (16, 16, 3)
+    a[3, 4] = bad
+    p = save(tmp_path / "bad.tif", Image.fromarray(a, mode="F"))
+    with pytest.raises(ImageError, match="bad.tif: floating-point image holds NaN or infinite"):
+        load_image(p)

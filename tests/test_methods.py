@@ -47,6 +47,16 @@ def test_no_warning_reaches_the_terminal(tiny_abn, method):
 
 
 @pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_input_that_is_not_finite_is_refused(tiny_abn, method, bad):
+    x = torch.randn(2, 1, 28, 28)
+    x[1, 0, 5, 5] = bad
+    with pytest.raises(ExplainError, match="input holds NaN or infinite values"):
+        Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(x)
+    assert n_hooks(tiny_abn.net) == 0
+
+
+@pytest.mark.parametrize("method", ALL)
 def test_constant_image_gives_finite_maps(tiny_abn, method):
     e = Explainer(tiny_abn, method, **OPTIONS.get(method, {}))(torch.zeros(2, 1, 28, 28))
     assert torch.isfinite(e.maps).all() and torch.isfinite(e.raw).all()

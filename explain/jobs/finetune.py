@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from ..atomic import check_writable
 from ..datasets import SYNTHETIC
 from ..edits import EditStore, model_id
 from ..errors import ExplainError
@@ -43,11 +44,12 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
     if not (data in SYNTHETIC or Path(data).is_dir()):
         raise ExplainError(f"needed (the model card names {data!r}, which is not a known "
                            f"data set or folder here)", param="data")
+    out_dir = Path(out or f"{init.name}-finetuned")
+    check_writable(out_dir)
     base, test = load_trainset(data, seed=cfg.seed, spec=net.input)
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
     test = exclude(align_classes(test, net.classes, data), used)
-    out_dir = Path(out or f"{init.name}-finetuned")
     log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s", net.name,
              len(edited.y), len(base), data)
     before = measure(net.net, test, edited)

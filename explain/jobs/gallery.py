@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import check_writable
 from ..errors import ExplainError
 from ..gallery.build import Options, Summary, build_gallery
 from ..gallery.inputs import collect
-from ..gallery.outdir import check_writable
 from ..gallery.shard import join, leave
 from ..gallery.writer import Style
 from ..methods import select
+from ..paths import display
 from ..pipeline import check_layer
 from ..registry import create_model
 
@@ -39,7 +40,7 @@ def make_gallery(input: str, out: str | Path, model: str, weights: str | None = 
         check_layer(net, names, layer)
         out = Path(out)
         check_writable(out)
-        title = title or f"{Path(input.rstrip('/')).name or input} · {net.name}"
+        title = display(title or f"{Path(input.rstrip('/')).name or input} · {net.name}")
         opts = Options(methods=names, layer=layer, title=title,
                        style=Style(size or max(net.input.size), alpha, cmap),
                        batch_size=batch_size, workers=workers, resume=resume, progress=progress)

@@ -8,10 +8,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, check_writable
 from ..errors import ExplainError
 from ..images import path_digest
 from ..model import Model
+from ..paths import display
 from ..pipeline import check_layer, explain_batch, prepare
 from ..render import panel, save_png, tiles, upscale_views
 
@@ -36,11 +37,13 @@ def unique_stems(paths: list[Path]) -> list[str]:
 
 
 def check(model: Model, methods: list[str], opts: ImageOptions) -> None:
-    """Refuse a layer or target the model cannot take, before any image is read."""
+    """Refuse a layer or target the model cannot take, and an output folder that cannot be
+    written, before any image is read."""
     check_layer(model, methods, opts.layer)
     if opts.target is not None and not 0 <= opts.target < len(model.classes):
         raise ExplainError(f"{opts.target} is not a class index of {model.name} "
                            f"(0..{len(model.classes) - 1})", param="target")
+    check_writable(opts.out)
 
 
 def explain_images(model: Model, paths: list[Path], methods: list[str], opts: ImageOptions
@@ -48,14 +51,15 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
     """One record per image, batch by batch (a batch's unreadable images first):
     {"image", "topk": [{"index", "name", "probability"}], "methods": {method: {"overlay",
     "target", "peak" (x, y in the original image), "map"?}}, "panel"}, or {"image", "error"}.
-    Peaks are placed on the original picture; files are written atomically."""
+    Peaks are placed on the original picture; files are written atomically. Paths in records
+    are printable (explain.paths.display)."""
     check(model, methods, opts)
     names = dict(zip(paths, unique_stems(paths)))
     size = max(224, model.input.size[0])
     for start in range(0, len(paths), opts.batch_size):
         batch, errors = prepare(model, paths[start:start + opts.batch_size])
         for p, msg in errors:
-            yield {"image": str(p), "error": msg}
+            yield {"image": display(p), "error": msg}
         if batch is None:
             continue
         expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True)
@@ -72,24 +76,24 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, e
             drawn: dict, view: np.ndarray, top: list[tuple[float, int]], i: int) -> dict:
     """Write image `i`'s overlays, maps and panel; its record."""
     out = opts.out
-    record = {"image": str(path), "topk": [
+    record = {"image": display(path), "topk": [
         {"index": c, "name": model.class_name(c), "probability": round(q, 6)} for q, c in top],
         "methods": {}}
     for m, e in expl.items():
         file = out / f"{stem}_{m}.png"
         save_png(file, drawn[m][i])
         px, py = e.peaks()[i].tolist()
-        entry = {"overlay": str(file), "target": int(e.targets[i]),
+        entry = {"overlay": display(file), "target": int(e.targets[i]),
                  "peak": list(geometry.to_original(px, py, model.input.size))}
         if opts.save_maps:
             npy = out / f"{stem}_{m}.npy"
             with atomic_open(npy) as f:
                 np.save(f, e.maps[i, 0].cpu().numpy().astype(np.float32))
-            entry["map"] = str(npy)
+            entry["map"] = display(npy)
         record["methods"][m] = entry
     best = record["topk"][0]
     panel_file = out / f"{stem}_panel.png"
     save_png(panel_file, panel([view] + [drawn[m][i] for m in expl], ["input"] + list(expl),
                                f"{best['name']} ({best['probability']:.1%})"))
-    record["panel"] = str(panel_file)
+    record["panel"] = display(panel_file)
     return record

@@ -137,6 +137,10 @@ class Method:
             self._hooked = layer
 
     def __call__(self, x: torch.Tensor, targets: Targets = None) -> Explanation:
+        if not torch.isfinite(x).all():  # NaN would spread through every map and score
+            raise ExplainError(f"input holds NaN or infinite values "
+                               f"({int((~torch.isfinite(x)).sum())} of {x.numel()}); "
+                               "nothing to explain")
         x = x.to(self.model.device)
         with self.session():
             layer = self.resolve_layer(x) if self.needs_layer else None
