@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from cli.main import main
+from explain.cli.main import main
 from explain.edits import EditStore
 from explain.editor.server import EditorSession
-from gallery.manifest import read_rows
+from explain.gallery.manifest import read_rows
 
 ODD = [os.fsdecode(b"bad\xff\xfename.png"), "two\nlines.png", "<img src=x onerror=alert(1)>.png"]
 SHOWN = ["bad\\xff\\xfename.png", "two\\x0alines.png", "<img src=x onerror=alert(1)>.png"]

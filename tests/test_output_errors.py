@@ -17,10 +17,10 @@ import pytest
 from safetensors.torch import load_file
 
 import explain.atomic as atomic_mod
-import gallery.manifest as manifest_mod
-from cli.main import main
+import explain.gallery.manifest as manifest_mod
+from explain.cli.main import main
 from explain.edits import EditStore, model_id
-from gallery.manifest import complete_png, read_rows
+from explain.gallery.manifest import complete_png, read_rows
 
 TINY = json.dumps({"depths": [1, 1, 1], "widths": [4, 8, 8]})
 

@@ -97,7 +97,7 @@ def test_imagefolder_skips_corrupt_images_and_empty_classes(tmp_path, caplog):
     assert "broken.jpg" in err and "class 'empty' has no images" in err
 
 
-def test_imagefolder_reports_a_class_folder_it_cannot_read(tmp_path, monkeypatch, capsys):
+def test_imagefolder_reports_a_class_folder_it_cannot_read(tmp_path, monkeypatch, caplog):
     for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()
         Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / cls / "0.png")
@@ -109,7 +109,7 @@ def test_imagefolder_reports_a_class_folder_it_cannot_read(tmp_path, monkeypatch
         return real(path)
     monkeypatch.setattr(os, "scandir", scandir)
     files, classes, skipped = scan_folder(tmp_path)
-    err = capsys.readouterr().err
+    err = caplog.text
     assert classes == ["cat", "dog"] and len(files) == 1 and skipped == 1
     assert f"skipped {tmp_path / 'dog'}: folder cannot be read (Permission denied)" in err
 
