@@ -8,21 +8,25 @@ held-out accuracy, agreement of M(x) with the edits, and per-class changes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Iterator, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .atomic import atomic_write_text
 from .checkpoint import read_card
 from .edits import Edit, EditStore
-from .errors import ExplainError
+from .errors import ExplainError, ImageError
 from .explanation import upsample
+from .images import load_image
 from .labels import class_key, class_lookup
 from .losses import map_loss
 from .models import get_arch
@@ -38,25 +42,64 @@ Perception = Literal["residual", "mask"]
 @dataclass
 class FinetuneConfig:
     """perception: "residual" is the paper's g' = (1 + M) * g; "mask" uses g' = M * g, so a
-    region whose attention was removed cannot reach the perception branch at all."""
+    region whose attention was removed cannot reach the perception branch at all.
+    edited_share: the share of every batch drawn from the edited samples (the rest from the
+    unedited ones); steps: batches per epoch (None: one pass over edited + unedited).
+    The defaults are the best setting measured in benchmarks/hitl.py; `PAPER` overrides
+    them with Mitsuhara et al.'s method as published.
+    counterfactual: on edited samples, refill the region whose attention the person removed
+    with content that says nothing about the label (`counterfactual_fill` with this fill;
+    None: off), so that the classification loss itself teaches the model not to use it."""
     gamma: float = 1.0
     epochs: int = 3
-    lr: float = 0.01
+    lr: float = 0.05
     batch_size: int = 128
-    freeze_features: bool = True
+    freeze_features: bool = False
     perception: Perception = "residual"
+    edited_share: float = 0.9
+    steps: int | None = 100
+    counterfactual: Fill | None = "mix"
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"
     augment: bool = True
 
 
+PAPER = {"freeze_features": True, "perception": "residual", "counterfactual": None}
+
+
 @dataclass
 class EditedSamples:
-    """Edited images as tensors: x (N, C, H, W) normalised, y (N,), maps (N, 1, H, W)."""
+    """Edited images as tensors: x (N, C, H, W) normalised, y (N,), maps (N, 1, H, W) the
+    edited M' (or, for RRR/HINT, the annotation mask), original (N, 1, H, W) the model's own
+    M(x) when the edit was made (None when unknown: no counterfactuals then)."""
     x: torch.Tensor
     y: torch.Tensor
     maps: torch.Tensor
+    original: torch.Tensor | None = None
+
+    def removed(self) -> torch.Tensor | None:
+        """Where the person took attention away: M' below half of M, where M was not ~0."""
+        if self.original is None:
+            return None
+        return (self.maps < 0.5 * self.original) & (self.original > 0.02)
+
+
+Fill = Literal["mix", "donor", "flat"]
+
+
+def counterfactual_fill(x: torch.Tensor, region: torch.Tensor, g: torch.Generator,
+                        fill: Fill = "mix") -> torch.Tensor:
+    """`x` with each sample's `region` (B, C, H, W bool) refilled with content that carries no
+    information about its label: "donor", the same pixels of another sample of the batch;
+    "flat", one random value within the batch's range; "mix", each for half the samples."""
+    b = x.shape[0]
+    donor = x[torch.randperm(b, generator=g)]
+    lo, hi = x.amin(), x.amax()
+    flat = (lo + (hi - lo) * torch.rand(b, x.shape[1], 1, 1, generator=g)).expand_as(x)
+    share_flat = {"mix": 0.5, "donor": 0.0, "flat": 1.0}[fill]
+    new = torch.where(torch.rand(b, 1, 1, 1, generator=g) < share_flat, flat, donor)
+    return torch.where(region, new, x)
 
 
 def feature_modules(net: nn.Module) -> list[nn.Module]:
@@ -65,16 +108,32 @@ def feature_modules(net: nn.Module) -> list[nn.Module]:
 
 
 class EditedSet(TrainSet):
-    """Edited samples (has_edit True) followed by the unedited samples of `base`, batched
-    as dicts with `edit_map` (zeros where there is no edit) and `has_edit`."""
+    """Edited samples mixed with the unedited samples of `base`, batched as dicts with
+    `edit_map` (zeros where there is no edit) and `has_edit`.
 
-    def __init__(self, edited: EditedSamples, base: TrainSet | None, classes: list[str], spec):
-        self.edited, self.base = edited, base
+    Training batches follow a bounded schedule: `share` of every batch comes from the edited
+    samples (cycled in seeded permutations), the rest from `base`; an epoch is `steps`
+    batches (default: as many as one pass over all samples takes). With `counterfactual`,
+    the removed region of each edited sample is refilled (`counterfactual_fill`), seeded per
+    batch so that a resumed run sees the same batches."""
+
+    def __init__(self, edited: EditedSamples, base: TrainSet | None, classes: list[str], spec,
+                 share: float = 0.5, steps: int | None = None,
+                 counterfactual: Fill | None = None):
+        if not 0 < share <= 1:
+            raise ExplainError(f"{share} must be in (0, 1]", param="edited_share")
+        self.edited, self.base = edited, base if base is not None and len(base) else None
         self.classes, self.input = classes, spec
         self.n = len(edited.y)
+        self.share, self.steps = share, steps
+        self.fill = counterfactual
+        self.region = edited.removed() if counterfactual else None
 
     def __len__(self) -> int:
         return self.n + (len(self.base) if self.base is not None else 0)
+
+    def num_batches(self, batch_size: int) -> int:
+        return self.steps or super().num_batches(batch_size)
 
     def __getitems__(self, idx: list[int]) -> dict:
         i = torch.as_tensor(idx, dtype=torch.long)
@@ -89,6 +148,36 @@ class EditedSet(TrainSet):
                           "has_edit": torch.zeros(len(b), dtype=torch.bool)})
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def loader(self, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0,
+               world: int = 1, workers: int = 0, shuffle: bool = True) -> Iterable[dict]:
+        if not shuffle:
+            return super().loader(batch_size, seed, epoch, start, rank, world, workers, shuffle)
+        return self._mixed(batch_size, seed, epoch, start, rank, world)
+
+    def _mixed(self, batch_size: int, seed: int, epoch: int, start: int, rank: int,
+               world: int) -> Iterator[dict]:
+        steps = self.num_batches(batch_size)
+        k = batch_size if self.base is None else min(batch_size, max(1, round(self.share * batch_size)))
+        base_k = batch_size - k
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        stream = (lambda n, count: torch.cat([torch.randperm(n, generator=g)
+                                              for _ in range(-(-count // n))]))
+        edited = stream(self.n, steps * k)
+        base = stream(len(self.base), steps * base_k) if base_k else None
+        for s in range(start, steps):
+            idx = edited[s * k:(s + 1) * k].tolist()
+            if base is not None:
+                idx += (base[s * base_k:(s + 1) * base_k] + self.n).tolist()
+            batch = self.__getitems__(idx[rank::world])
+            if self.region is not None:
+                fg = torch.Generator().manual_seed(seed * 7_919 + epoch * 100_003 + s)
+                region = torch.zeros_like(batch["x"], dtype=torch.bool)
+                sel = torch.as_tensor(idx[rank::world]) < self.n
+                ids = torch.as_tensor(idx[rank::world])[sel]
+                region[sel] = self.region[ids].expand(-1, batch["x"].shape[1], -1, -1)
+                batch["x"] = counterfactual_fill(batch["x"], region, fg, self.fill)
+            yield batch
+
 
 def checkpoint_dir(name: str) -> Path:
     """The checkpoint folder behind `--model` (a folder, its card.json, or a zoo name)."""
@@ -100,11 +189,40 @@ def checkpoint_dir(name: str) -> Path:
                        "model.safetensors) or an embedded model; fine-tuning needs one", param="model")
 
 
+def outside_domain(model: Model, rgb: np.ndarray) -> str | None:
+    """Why an image (H, W, 3 uint8) is not one the model was trained on: another size for a
+    model that takes its images whole, or colour for a grayscale model. None when it fits."""
+    spec = model.input
+    h, w = rgb.shape[:2]
+    why = []
+    if spec.resize is None and (h, w) != tuple(spec.size):
+        why.append(f"{w}x{h} px, the model takes {spec.size[1]}x{spec.size[0]}")
+    if spec.channels == 1 and np.ptp(rgb.astype(np.int16), axis=2).max() > 8:
+        why.append("colour, the model takes grayscale")
+    return "; ".join(why) or None
+
+
+def check_domain(model: Model, paths: list[Path]) -> None:
+    """Refuse edited images from outside the model's domain with one line: fine-tuning on
+    them would silently squeeze a photo into, say, a 28x28 grayscale Fashion-MNIST model."""
+    bad = []
+    for p in paths:
+        with contextlib.suppress(ImageError):  # unreadable files are reported by prepare()
+            why = outside_domain(model, load_image(p))
+            if why:
+                bad.append(f"{p} ({why})")
+    if bad:
+        raise ExplainError(f"{len(bad)} edited image(s) are not in the model's domain "
+                           f"({model.card.get('data', model.name)}): first {bad[0]}",
+                           param="edits")
+
+
 def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[EditedSamples, list[str]]:
     """The labelled edits as tensors, and one message per edit that cannot be used."""
     problems = [f"edit of {Path(e.image).name} has no label (put images in class "
                 "sub-folders, or choose one in the editor)" for e in edits if e.label is None]
     edits = [e for e in edits if e.label is not None]
+    check_domain(model, [Path(e.image) for e in edits])
     batch, errors = prepare(model, [Path(e.image) for e in edits])
     problems += [msg for _, msg in errors]
     by_path = {str(Path(e.image)): e for e in edits}
@@ -113,10 +231,11 @@ def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[Edit
         raise ExplainError(f"{store.root}: no usable edits"
                            + (f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""),
                            param="edits")
-    maps = torch.from_numpy(np.stack([store.load(e)[1] for e in keep]))[:, None]
-    maps = upsample(maps, model.input.size)
+    pairs = [store.load(e) for e in keep]
+    original, maps = (upsample(torch.from_numpy(np.stack([p[i] for p in pairs]))[:, None],
+                               model.input.size) for i in (0, 1))
     y = torch.tensor([e.label for e in keep], dtype=torch.long)
-    return EditedSamples(batch.x, y, maps), problems
+    return EditedSamples(batch.x, y, maps, original), problems
 
 
 def align_classes(data: TrainSet, classes: list[str], name: str) -> TrainSet:
@@ -183,13 +302,16 @@ def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSe
 
 @torch.no_grad()
 def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
-            batch_size: int = 256) -> dict:
+            batch_size: int = 256, desc: str | None = None) -> dict:
     """Held-out accuracy (overall and per class) and, on edited images, how close M(x) is
-    to the edits: agreement = 1 - mean |M(x) - M'| at input size, and the map loss."""
+    to the edits: agreement = 1 - mean |M(x) - M'| at input size, and the map loss.
+    `desc` shows a progress bar with that label."""
     net.eval()
     device = next(net.parameters()).device
     preds, labels = [], []
-    for batch in test_set.loader(batch_size, seed=0, epoch=0, shuffle=False):
+    batches = test_set.loader(batch_size, seed=0, epoch=0, shuffle=False)
+    for batch in tqdm(batches, desc=desc, disable=desc is None, unit="batch", file=sys.stderr,
+                      dynamic_ncols=True):
         preds.append(net(batch["x"].to(device)).argmax(1).cpu())
         labels.append(batch["y"])
     p, y = torch.cat(preds), torch.cat(labels)

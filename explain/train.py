@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=cfg.lr, momentum=0.9, nesterov=True)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = train_set.num_batches(cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, max(1, total // 20))
     epoch, start = 0, 0

@@ -58,6 +58,10 @@ class TrainSet(Dataset):
         return DataLoader(self, batch_sampler=sampler, num_workers=workers,
                           collate_fn=self.collate, persistent_workers=False)
 
+    def num_batches(self, batch_size: int) -> int:
+        """Batches in one epoch of `loader` (sets with their own schedule override it)."""
+        return math.ceil(len(self) / batch_size)
+
     def collate(self, items):  # overridden where items are single samples
         return items
 

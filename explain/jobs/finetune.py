@@ -50,11 +50,15 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
     test = exclude(align_classes(test, net.classes, data), used)
-    log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s", net.name,
-             len(edited.y), len(base), data)
-    before = measure(net.net, test, edited)
-    finetune(init, out_dir, EditedSet(edited, base, net.classes, net.input), test, cfg, command)
-    after = measure(create_model(str(out_dir)).net, test, edited)
+    how = f"counterfactual fill {cfg.counterfactual}" if cfg.counterfactual else "no counterfactuals"
+    log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s (%s, features %s)",
+             net.name, len(edited.y), len(base), data, how,
+             "frozen" if cfg.freeze_features else "trained")
+    before = measure(net.net, test, edited, desc="held-out, before")
+    train_set = EditedSet(edited, base, net.classes, net.input, share=cfg.edited_share,
+                          steps=cfg.steps, counterfactual=cfg.counterfactual)
+    finetune(init, out_dir, train_set, test, cfg, command)
+    after = measure(create_model(str(out_dir)).net, test, edited, desc="held-out, after")
     rep = report(before, after, net.classes, {
         "model": str(init), "edits": str(store.root), "edits_used": len(edited.y),
         "edits_skipped": len(problems), "unedited": len(base), "data": data,
