@@ -13,8 +13,8 @@ from explain.cli.main import main
 from explain.checkpoint import load_checkpoint
 from explain.datasets import FMNIST_CLASSES, ArrayData
 from explain.edits import EditStore
-from explain.finetune import (EditedSamples, EditedSet, FinetuneConfig, feature_modules,
-                              finetune, measure)
+from explain.finetune import (PAPER, EditedSamples, EditedSet, FinetuneConfig,
+                              feature_modules, finetune, measure)
 from explain.models import build
 from explain.trainsets import ArraySet
 
@@ -45,7 +45,8 @@ def removal_edits(ckpt, data: ArrayData) -> tuple[EditedSamples, torch.Tensor]:
 def test_map_loss_falls_and_map_moves_toward_the_edit(tiny_abn_dir, data, tmp_path):
     edited, e = removal_edits(tiny_abn_dir, data)
     train_set = EditedSet(edited, None, FMNIST_CLASSES, ArraySet(data).input)
-    cfg = FinetuneConfig(gamma=5.0, epochs=12, lr=0.05, batch_size=16, augment=False)
+    cfg = FinetuneConfig(gamma=5.0, epochs=12, lr=0.05, batch_size=16, augment=False, steps=None,
+                         **PAPER)
     before_net, _ = load_checkpoint(tiny_abn_dir)
     before = measure(before_net, ArraySet(data), edited)
     out = finetune(tiny_abn_dir, tmp_path / "ft", train_set, ArraySet(data), cfg, progress=False)
@@ -72,7 +73,8 @@ def test_feature_extractor_stays_frozen_unless_asked(tiny_abn_dir, data, tmp_pat
         return {f"{i}.{k}": v.clone() for i, m in enumerate(feature_modules(net))
                 for k, v in m.state_dict().items()}
     for freeze in (True, False):
-        cfg = FinetuneConfig(epochs=1, batch_size=32, freeze_features=freeze)
+        cfg = FinetuneConfig(epochs=1, batch_size=32, steps=None,
+                             **{**PAPER, "freeze_features": freeze})
         net, _ = load_checkpoint(finetune(tiny_abn_dir, tmp_path / f"ft{freeze}", train_set,
                                           ArraySet(data), cfg, progress=False))
         same = all(torch.equal(a, b) for a, b in zip(features(start).values(), features(net).values()))
@@ -82,7 +84,7 @@ def test_feature_extractor_stays_frozen_unless_asked(tiny_abn_dir, data, tmp_pat
 
 def test_mask_perception_blocks_removed_regions(tiny_abn_dir, data, tmp_path):
     edited, _ = removal_edits(tiny_abn_dir, data)
-    cfg = FinetuneConfig(epochs=1, batch_size=32, perception="mask")
+    cfg = FinetuneConfig(epochs=1, batch_size=32, steps=None, **{**PAPER, "perception": "mask"})
     out = finetune(tiny_abn_dir, tmp_path / "mask", EditedSet(edited, None, FMNIST_CLASSES,
                                                                ArraySet(data).input),
                    ArraySet(data), cfg, progress=False)
