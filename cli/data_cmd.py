@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise ExplainError(f"--out: {out} exists and is not a folder")
+        raise ExplainError(f"{out} exists and is not a folder", param="out")
     data = load_named(args.name, args.split, args.seed, args.limit)
     masks = Path(args.masks) if args.masks else out.with_name(out.name + "-masks")
     with tqdm(total=len(data), desc=f"export {args.name} {args.split}", unit="img") as bar:
