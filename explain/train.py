@@ -232,7 +232,9 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
                 save_state(ep, i + 1)
         bar.close()
         save_state(ep + 1, 0)
-    scores = evaluate(net, test_set, device, dtype=dtype, branches=arch.caps.rescore is not None)
+    # the card reports the saved weights in fp32, as every later evaluation (eval, finetune
+    # reports) scores them; bf16 autocast is for the training steps only
+    scores = evaluate(net, test_set, device, branches=arch.caps.rescore is not None)
     metrics = {f"test_{k}": round(v, 4) for k, v in scores.items()}
     metrics["train_time_s"] = round(time.perf_counter() - t0, 1)
     metrics["test_images"] = len(test_set)
