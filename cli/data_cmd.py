@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from explain.datasets import SYNTHETIC, load_named
-from explain.errors import ExplainError
+from explain.atomic import check_writable
 from explain.export import export_images
 
 from .common import positive_int
@@ -39,10 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ExplainError(f"{out} exists and is not a folder", param="out")
+    check_writable(out)
     data = load_named(args.name, args.split, args.seed, args.limit)
     masks = Path(args.masks) if args.masks else out.with_name(out.name + "-masks")
+    if data.masks is not None:
+        check_writable(masks, "masks")
     with tqdm(total=len(data), desc=f"export {args.name} {args.split}", unit="img") as bar:
         for n in export_images(data, args.split, out, masks if data.masks is not None else None):
             bar.update(n)

@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                   "(default: the data named on the model card)")
     p.add_argument("--unedited", type=positive_int,
                    help="use a random subset of this many unedited samples (default: all)")
+    p.add_argument("--held-out", type=positive_int,
+                   help="score the report on a random subset of this many held-out images "
+                        "(default: all)")
     p.add_argument("--paper", action="store_true",
                    help="Mitsuhara et al.'s method as published: map loss only, features "
                         "frozen, residual perception (overrides the three options below)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                          steps=args.steps, seed=args.seed, device=args.device,
                          augment=args.augment, **(PAPER if args.paper else own))
     rep, out = finetune_on_edits(args.model, args.edits, cfg, args.data, args.out, args.unedited,
-                                 command_line())
+                                 command_line(), args.held_out)
     before, after = rep["before"], rep["after"]
     print(f"held-out accuracy {before['accuracy']:.2%} -> {after['accuracy']:.2%}; map agreement "
           f"on edited images {before['map_agreement']:.4f} -> {after['map_agreement']:.4f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,3 +174,27 @@ def test_hitl_cache_is_keyed_by_the_settings(tmp_path):
     assert s.run_dir(tmp_path, base) == other_ft.run_dir(tmp_path, base)  # bases are shared
     assert s.run_dir(tmp_path, ft) != other_ft.run_dir(tmp_path, ft)
     assert s.run_dir(tmp_path, base) != other_base.run_dir(tmp_path, base)
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The `explain ...` lines of the first bash block under README's `## section`."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"## {section}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_readme_fix_a_shortcut_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    """The README's commands, on a reduced size: fewer images, a few fine-tuning steps."""
+    monkeypatch.chdir(tmp_path)
+    reduced = {"1000": "12", "8": "3"}
+    commands = readme_commands("Fix a shortcut")
+    assert [c[1] for c in commands] == ["data", "edit", "finetune", "data", "decoy/test"]
+    for cmd in commands:
+        assert cmd[0] == "explain"
+        args = [reduced.get(a, a) if prev == "--limit" else a for prev, a in zip([""] + cmd, cmd)][1:]
+        if args[0] == "finetune":
+            args += ["--epochs", "1", "--steps", "2", "--unedited", "100", "--held-out", "100"]
+        assert main(args) == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "decoy" / "fixed" / "report.json").read_text())
+    assert rep["edits_used"] == 12 and rep["after"]["test_images"] == 100
+    assert len(list((tmp_path / "decoy" / "maps").glob("*_abn.png"))) == 3

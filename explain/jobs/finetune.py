@@ -19,11 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | None = None,
-                      out: str | None = None, unedited: int | None = None, command: str = ""
-                      ) -> tuple[dict, Path]:
+                      out: str | None = None, unedited: int | None = None, command: str = "",
+                      held_out: int | None = None) -> tuple[dict, Path]:
     """Fine-tune the checkpoint (folder or embedded name) `model` on the usable edits in
     `edits`, mixed with `unedited` (default: all) unedited training samples of `data`
-    (default: the data named on its card), into `out` (default: ./<model>-finetuned).
+    (default: the data named on its card), into `out` (default: ./<model>-finetuned); the
+    before/after report scores `held_out` (default: all) held-out images.
     Edits made with other weights, or whose image changed, are skipped with a warning.
     Returns the report (also written as OUT/report.json and report.md) and OUT."""
     init = checkpoint_dir(model)
@@ -49,7 +50,7 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
     base, test = load_trainset(data, seed=cfg.seed, spec=net.input)
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
-    test = exclude(align_classes(test, net.classes, data), used)
+    test = limit(exclude(align_classes(test, net.classes, data), used), held_out, cfg.seed)
     how = f"counterfactual fill {cfg.counterfactual}" if cfg.counterfactual else "no counterfactuals"
     log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s (%s, features %s)",
              net.name, len(edited.y), len(base), data, how,
