@@ -324,7 +324,7 @@ def plot(doc: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.5, 4.6), dpi=110)
     summary = doc["summary"]
     for r in summary:
         if r["n"] is None:
@@ -345,7 +345,7 @@ def plot(doc: dict, path: Path) -> None:
     ax.axhline(88, color="gray", lw=0.8, alpha=0.6)
     ax.set_title("Decoy-FashionMNIST: fixing a shortcut from N annotations "
                  f"({doc['seeds']} seed(s), band = min-max)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", ncols=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()

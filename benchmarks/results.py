@@ -62,6 +62,10 @@ EVAL_SETS = [
             "28x28, the models' own test set; no object boxes (the garment fills the image), "
             "so no pointing games: deletion/insertion, average drop/increase and the sanity "
             "check compare each native map with the CAM family on the same model"),
+    EvalSet("decoy-fmnist", "The wrong reason on Decoy-FashionMNIST (a shortcut, then fixed)",
+            "28x28 with a grey corner square whose shade gave the label away in training and is "
+            "random at test; WR = share of the square's pixels a map marks, lower is better: "
+            "the decoy-trained ABN before and after `explain finetune` on 1,000 edited maps"),
 ]
 
 
