@@ -37,6 +37,7 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
         raise ExplainError(f"{store.root} holds no edits (make some with `explain edit`)",
                            param="edits")
     usable, problems = store.usable(model_id(net))
+    log.info("loading %d edit(s) from %s", len(usable), store.root)
     edited, more = load_edited(store, net, usable)
     problems += more
     for msg in problems:
@@ -47,6 +48,7 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
                            f"data set or folder here)", param="data")
     out_dir = Path(out or f"{init.name}-finetuned")
     check_writable(out_dir)
+    log.info("loading %s", data)
     base, test = load_trainset(data, seed=cfg.seed, spec=net.input)
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
