@@ -5,8 +5,12 @@ VENV ?= $(HOME)/.cache/explain/venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 OUT ?= demo-out
+# Where `explain` is put on PATH: a symbolic link to the environment's console script, in a
+# folder every login shell searches (root: /usr/local/bin; others: ~/.local/bin, which
+# Debian's ~/.profile adds to PATH when it exists).
+BINDIR ?= $(shell [ -w /usr/local/bin ] && echo /usr/local/bin || echo $(HOME)/.local/bin)
 
-.PHONY: setup system demo test bench
+.PHONY: setup system launcher demo test bench
 
 system:  ## Debian packages: Fashion-MNIST and Chromium (browser tests)
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
@@ -20,13 +24,21 @@ $(STAMP):
 	$(VENV)/bin/pip install -q -e '.[test,bench]' 2>&1 | grep -v -e "^WARNING: Location" -e "^ *$$" ; test $${PIPESTATUS[0]} -eq 0
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: system $(STAMP)  ## (re)point the environment's `explain` at this checkout
+setup: system $(STAMP)  ## (re)point the environment's `explain` at this checkout, put it on PATH
 	@out=$$($(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
+	@$(MAKE) --no-print-directory launcher
+
+launcher:  ## $(BINDIR)/explain -> $(VENV)/bin/explain (a file of another program is left alone)
+	@if [ -e $(BINDIR)/explain ] && [ ! -L $(BINDIR)/explain ]; then \
+	  echo "$(BINDIR)/explain exists and is not ours: left as it is; run $(VENV)/bin/explain"; \
+	else mkdir -p $(BINDIR) && ln -sfn $(abspath $(VENV))/bin/explain $(BINDIR)/explain; fi
 
 demo: setup  ## explain the bundled photos with the default model, and Fashion-MNIST with ABN
 	$(VENV)/bin/explain explain/samples/*.jpg --out $(OUT)
 	$(VENV)/bin/explain explain/samples/fmnist/*.png --model abn --out $(OUT)/abn
 	@echo "overlays and panels written to $(OUT)/"
+	@echo "next, in a new shell (any photo of yours; explain --help lists every command):"
+	@echo "  explain explain/samples/rocket.jpg --methods gradcam,layercam --out my-out"
 
 test: setup
 	$(PY) -m pytest -n 2 -p no:cacheprovider
