@@ -1,4 +1,7 @@
-"""Pieces every subcommand shares: argument types and the one-line error reporting."""
+"""Pieces every subcommand shares: the parser, argument types and the one-line error
+reporting. Nothing here imports torch: `explain --help`, `explain models` and argument
+errors answer in a fraction of a second, and a command imports what it needs when it runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,27 +10,106 @@ import json
 import logging
 import math
 import sys
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
-import torch
-from tqdm import tqdm
-
-from explain.errors import ExplainError
-from explain.methods import METHODS
+from explain.catalog import DEFAULT_MODEL
+from explain.errors import ExplainError, did_you_mean
 from explain.paths import display
-from explain.registry import DEFAULT_MODEL
 
 # Library parameter -> the option names (argparse dests) that stand for it in some command.
 PARAM_DESTS = {"method": ("methods",), "targets": ("target",), "inputs": ("inputs", "images", "input")}
 
 
+def _method_names() -> str:
+    from explain.methods import METHODS
+    return ", ".join(sorted(METHODS))
+
+
+def _arch_names() -> str:
+    from explain.models import ARCHS
+    return ", ".join(sorted(ARCHS))
+
+
+# Placeholders a help text may hold for names that only registries importing torch know:
+# filled in when that help is shown, not when the parser is built.
+NAMES: dict[str, Callable[[], str]] = {"<METHODS>": _method_names, "<ARCHS>": _arch_names}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with registry names filled into help texts only when help is shown (see
+    NAMES), and "did you mean" for a mistyped option."""
+
+    _argv: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.subcommands().get(getattr(ns, "command", None) or "", self)
+            command.error(unrecognized(extras, command))
+        return ns
+
+    def subcommands(self) -> dict[str, "Parser"]:
+        actions = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(actions[0].choices) if actions else {}
+
+    def error(self, message: str):  # type: ignore[override]
+        # A missing argument next to a mistyped option: the typo is the news.
+        if message.startswith("the following arguments are required"):
+            known = {o for a in self._actions for o in a.option_strings}
+            typos = [a for a in self._argv if a.startswith("-") and a != "-"
+                     and a.split("=", 1)[0] not in known
+                     and not any(k.startswith(a.split("=", 1)[0]) for k in known)]
+            if typos:
+                message = unrecognized(typos, self)
+        super().error(message)
+
+    def format_help(self) -> str:
+        for action in self._actions:
+            for mark, names in NAMES.items():
+                if action.help and mark in action.help:
+                    action.help = action.help.replace(mark, names())
+        return super().format_help()
+
+
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """The message for arguments `parser` does not take: the first unknown option with the
+    nearest real one."""
+    flags = [e.split("=", 1)[0] for e in extras if e.startswith("-") and e != "-"]
+    if not flags:
+        return f"unrecognized arguments: {' '.join(extras)}"
+    options = [o for a in parser._actions for o in a.option_strings]
+    return f"unrecognized argument {flags[0]}{did_you_mean(flags[0], options)}"
+
+
+def command_typo(word: str, commands: list[str]) -> str | None:
+    """`explain modles`: the message when a word that is no file is close to a command (the
+    first word is otherwise an image to explain)."""
+    if Path(word).exists() or any(c in word for c in "*?[/\\."):
+        return None
+    hint = did_you_mean(word, commands)
+    return f"{word!r} is neither a command nor a file{hint}" if hint else None
+
+
 def device_arg(value: str) -> str:
+    """auto, cpu, mps, cuda or cuda:N, checked for spelling only: whether CUDA is there is
+    asked (of torch) when the command runs, see resolve_device."""
+    if value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise argparse.ArgumentTypeError(f"{value}: expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(value: str) -> str:
+    """"auto" -> cuda where available, else cpu; cuda where there is none is an error."""
+    import torch
     if value == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if value.startswith("cuda") and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{value}: CUDA is not available on this machine")
-    if value not in ("cpu", "mps") and not value.startswith("cuda"):
-        raise argparse.ArgumentTypeError(f"{value}: expected auto, cpu, cuda or cuda:N")
+        raise ExplainError(f"{value}: CUDA is not available on this machine", param="device")
     return value
 
 
@@ -40,7 +122,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                         + ("" if required else " (default: %(default)s)"))
     p.add_argument("--weights", help="weights file (.safetensors or .pth) for --model")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(sorted(METHODS))}; or 'all' (every "
+                   help="comma-separated, from: <METHODS>; or 'all' (every "
                         "method the model gives), 'native' (its native maps), 'cam-family'. "
                         "Default: the model's native maps and gradcam")
     p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
@@ -83,6 +165,7 @@ class _StderrLines(logging.Handler):
     information), written through tqdm so that they do not tear a progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
         prefix = record.levelname.lower() + ": " if record.levelno >= logging.WARNING else ""
         tqdm.write(prefix + record.getMessage(), file=sys.stderr)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
-from explain.datasets import SYNTHETIC, load_named
 from explain.atomic import check_writable
-from explain.export import export_images
+from explain.catalog import SYNTHETIC
 
 from .common import positive_int
 
@@ -38,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from explain.datasets import load_named
+    from explain.export import export_images
     out = Path(args.out)
     check_writable(out)
     data = load_named(args.name, args.split, args.seed, args.limit)

@@ -5,8 +5,6 @@ import argparse
 import sys
 
 from explain.atomic import check_writable
-from explain.edits import EditStore, import_files
-from explain.registry import create_model
 
 from .common import device_arg, positive_int
 
@@ -44,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explain.edits import EditStore, import_files
+    from explain.registry import create_model
     model = create_model(args.model, device=args.device)
     store = EditStore(args.edits)
     check_writable(store.root, "edits")

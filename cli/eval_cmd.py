@@ -5,11 +5,7 @@ import argparse
 import json
 import sys
 
-from explain.datasets import SYNTHETIC
-from explain.jobs.evaluate import evaluate_on
-from explain.methods import select
-from explain.metrics.report import summary, table_rows, text_table
-from explain.registry import create_model
+from explain.catalog import SYNTHETIC
 
 from .common import add_model_args, device_arg, positive_int
 
@@ -58,6 +54,10 @@ def count(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explain.jobs.evaluate import evaluate_on
+    from explain.methods import select
+    from explain.metrics.report import summary, table_rows, text_table
+    from explain.registry import create_model
     model = create_model(args.model, args.weights, args.device)
     report, files = evaluate_on(model, args.data, select(model, args.methods), args.layer,
                                 args.boxes, args.gt, args.limit or None, args.batch_size,

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from explain.datasets import SYNTHETIC
+from explain.catalog import SYNTHETIC
 from explain.errors import ExplainError
-from explain.finetune import PAPER, FinetuneConfig
-from explain.jobs.finetune import finetune_on_edits
 
 from .common import command_line, device_arg, positive_int
 
@@ -30,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="ABN checkpoint folder or embedded name (abn)")
     p.add_argument("--edits", required=True, metavar="DIR", help="edit store (explain edit)")
-    p.add_argument("--data", help=f"unedited training samples and the held-out set: "
+    p.add_argument("--data", help="unedited training samples and the held-out set: "
                                   f"{', '.join(SYNTHETIC)} or an ImageFolder directory "
                                   "(default: the data named on the model card)")
     p.add_argument("--unedited", type=positive_int,
@@ -68,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explain.finetune import PAPER, FinetuneConfig
+    from explain.jobs.finetune import finetune_on_edits
     if not 0 < args.edited_share <= 1:
         raise ExplainError(f"{args.edited_share} must be in (0, 1]", param="edited_share")
     own = {"freeze_features": args.freeze_features, "perception": args.perception,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from explain.jobs.gallery import make_gallery
 from explain.paths import display
 
 from .common import add_model_args, device_arg, positive_int
@@ -53,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explain.jobs.gallery import make_gallery
     summary, leader = make_gallery(
         args.input, args.out, args.model, args.weights, args.device, args.methods, args.layer,
         args.title, args.size, args.alpha, args.cmap, args.batch_size, args.workers, args.limit,

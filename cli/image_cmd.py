@@ -5,11 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from explain.images import find_images
-from explain.jobs.images import ImageOptions, check, explain_images
-from explain.methods import select
-from explain.registry import create_model
-
 from .common import add_model_args, device_arg, positive_int, to_json
 
 HELP = "explain images: print top-k classes and write an overlay per method"
@@ -38,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explain.images import find_images
+    from explain.jobs.images import ImageOptions, check, explain_images
+    from explain.methods import select
+    from explain.registry import create_model
     paths = find_images(args.images)
     model = create_model(args.model, args.weights, args.device)
     methods = select(model, args.methods)

@@ -1,4 +1,7 @@
-"""Entry point: `explain IMAGE ...` explains images; other jobs are subcommands."""
+"""Entry point: `explain IMAGE ...` explains images; other jobs are subcommands.
+
+Building the parser imports no torch (see cli/common.py): each command imports the library
+when it runs."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +14,8 @@ from pathlib import Path
 
 from explain.errors import ExplainError
 
-from .common import describe, error, library_messages, os_error
+from .common import (Parser, command_typo, describe, error, library_messages, os_error,
+                     resolve_device)
 
 
 def commands() -> list:
@@ -20,8 +24,8 @@ def commands() -> list:
     return [importlib.import_module(f"{__package__}.{n}") for n in names]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="explain",
         description="Visual explanations for image classifiers: native attention maps "
                     "(ABN, RAN, CBAM, ...) and the CAM family, as overlays, galleries and "
@@ -48,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    names = set(subcommands)
-    if argv and argv[0] not in names and argv[0] not in ("-h", "--help"):
+    subcommands = parser.subcommands()
+    if argv and argv[0] not in subcommands and argv[0] not in ("-h", "--help"):
+        typo = command_typo(argv[0], list(subcommands))
+        if typo:
+            parser.error(typo)
         argv.insert(0, "image")
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
@@ -58,6 +64,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     try:
         with library_messages():
+            if getattr(args, "device", None):
+                args.device = resolve_device(args.device)
             return args.run(args)
     except ExplainError as e:
         error(describe(e, subcommands[args.command]))

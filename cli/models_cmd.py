@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from explain.registry import list_models
+from explain.catalog import list_models
 
 from .common import to_json
 

@@ -5,8 +5,7 @@ import argparse
 import json
 
 from explain.atomic import check_writable
-from explain.models import ARCHS
-from explain.train import TrainConfig, train
+from explain.errors import ExplainError
 
 from .common import command_line, device_arg, positive_int
 
@@ -16,7 +15,7 @@ HELP = "train an (attention) architecture; writes a checkpoint and its model car
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=HELP, description=HELP + ".",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", required=True, choices=sorted(ARCHS), help="architecture")
+    p.add_argument("--arch", required=True, type=arch_name, help="architecture: <ARCHS>")
     p.add_argument("--data", required=True,
                    help="fashion-mnist, cluttered-fmnist, decoy-fmnist, or an ImageFolder "
                         "directory (class sub-folders; train/ + val/ used when present)")
@@ -41,8 +40,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def arch_name(value: str) -> str:
+    """A registered architecture (asked of the registry, which imports torch, only when
+    the option is given)."""
+    from explain.models import get_arch
+    try:
+        return get_arch(value).name
+    except ExplainError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def run(args: argparse.Namespace) -> int:
     check_writable(args.out)
+    from explain.train import TrainConfig, train
     cfg = TrainConfig(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, device=args.device, precision=args.precision,

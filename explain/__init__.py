@@ -3,13 +3,32 @@
     model = create_model("abn")                       # registry name, checkpoint, torchvision:ARCH
     with Explainer(model, method="gradcam") as ex:    # same call shape for every method
         expl = ex(x, targets=None)                    # -> Explanation
-"""
-from .errors import ExplainError, ImageError, WeightsError
-from .explanation import Explanation
-from .images import load_image
-from .methods import METHODS, Explainer
-from .registry import Model, create_model, list_models
 
-__all__ = ["Explainer", "Explanation", "ExplainError", "ImageError", "METHODS", "Model",
-           "WeightsError", "create_model", "list_models", "load_image"]
+The names below load on first use (PEP 562): `import explain` and the command line's
+argument parsing do not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {  # name -> the module that defines it
+    "Explainer": "methods", "METHODS": "methods", "Explanation": "explanation",
+    "ExplainError": "errors", "ImageError": "errors", "WeightsError": "errors",
+    "Model": "model", "create_model": "registry", "list_models": "catalog",
+    "load_image": "images",
+}
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'explain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -22,11 +22,12 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text
+from .catalog import CARD
 from .errors import ExplainError
 from .models import build
 from .weights import load_weights, read_state_dict
 
-WEIGHTS, CARD = "model.safetensors", "card.json"
+WEIGHTS = "model.safetensors"
 LAST, STATE, UNIT = "last", "train_state.pt", ".ckpt-"
 
 

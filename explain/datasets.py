@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .catalog import SYNTHETIC
 from .errors import ExplainError
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -22,7 +23,6 @@ FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
-SYNTHETIC = ("fashion-mnist", "cluttered-fmnist", "decoy-fmnist")
 
 
 @dataclass

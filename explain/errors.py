@@ -1,6 +1,9 @@
 """User-facing errors: one clear line naming the file or argument and the problem."""
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class ExplainError(Exception):
     """An error caused by user input; the CLI prints it as one line, without a traceback.
@@ -29,3 +32,10 @@ class ImageError(ExplainError):
 
 class WeightsError(ExplainError):
     """A weights file that cannot be loaded into the requested architecture."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the choice closest to a mistyped `word` ("" when none is
+    close): the end of a message about an unknown name."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -32,7 +32,7 @@ from .losses import map_loss
 from .models import get_arch
 from .pipeline import prepare
 from .model import Model
-from .registry import ALIASES, ZOO
+from .catalog import ALIASES, ZOO
 from .train import TrainConfig, train
 from .trainsets import ArraySet, FolderSet, TrainSet
 

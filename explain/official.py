@@ -43,6 +43,7 @@ class Official:
     input: InputSpec
     data: str
     expects: str
+    native: tuple[str, ...]  # its native map methods (as its architecture declares them)
     classes: tuple[str, ...] | None = None  # None: ImageNet's 1000 classes
 
     @property
@@ -50,16 +51,16 @@ class Official:
         return self.kwargs["num_classes"]
 
 
-def _imagenet(arch: str, depth: int, expects: str, **extra) -> Official:
+def _imagenet(arch: str, depth: int, expects: str, native: str, **extra) -> Official:
     depths, block = IMAGENET_RESNETS[depth]
     kwargs = {"depths": depths, "widths": (64, 128, 256, 512), "block": block,
               "num_classes": 1000, "in_channels": 3, "stem": "imagenet", **extra}
-    return Official(arch, kwargs, IMAGENET, "ImageNet-1k", expects)
+    return Official(arch, kwargs, IMAGENET, "ImageNet-1k", expects, (native,))
 
 
 def _official() -> dict[str, Official]:
     out = {f"abn_resnet{d}": _imagenet("abn_resnet", d, f"ABN imagenet.py -a resnet{d}: "
-                                       "checkpoint.pth.tar or model_best.pth.tar")
+                                       "checkpoint.pth.tar or model_best.pth.tar", "abn")
            for d in IMAGENET_RESNETS}
     for d in CIFAR_DEPTHS:
         depths, block = cifar_resnet(d)
@@ -69,12 +70,12 @@ def _official() -> dict[str, Official]:
             out[f"abn_resnet{d}_cifar{k}"] = Official(
                 "abn_resnet", kwargs, CIFAR, f"CIFAR-{k}",
                 f"ABN cifar.py -a resnet --dataset cifar{k} --depth {d}: checkpoint.pth.tar "
-                "or model_best.pth.tar",
+                "or model_best.pth.tar", ("abn",),
                 CIFAR10_CLASSES if k == 10 else tuple(map(str, range(k))))
     for d in (18, 34, 50, 101):
         out[f"cbam_resnet{d}"] = _imagenet(
             "cbam_resnet", d, f"CBAM train_imagenet.py --arch resnet --depth {d} --att-type "
-            "CBAM: PREFIX_checkpoint.pth.tar or PREFIX_model_best.pth.tar", reduction=16)
+            "CBAM: PREFIX_checkpoint.pth.tar or PREFIX_model_best.pth.tar", "cbam", reduction=16)
     return out
 
 

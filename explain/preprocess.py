@@ -6,10 +6,13 @@ placed on the original picture.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch loads with the first image: the catalog reads specs without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class InputSpec:
 
     def normalise(self, view: np.ndarray) -> torch.Tensor:
         """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W)."""
+        import torch
         x = torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1).float().div_(255)
         if self.channels == 1:
             x = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3])

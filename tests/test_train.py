@@ -65,6 +65,7 @@ def test_card_records_what_a_reader_needs(tmp_path):
     out = train(config(tmp_path / "m", epochs=1), train_set=tr, test_set=te, progress=False)
     card = json.loads((out / "card.json").read_text())
     assert card["arch"] == "abn_resnet" and card["seed"] == 0 and card["data"] == "fashion-mnist"
+    assert card["native_maps"] == ["abn"]  # what `explain models` lists, without torch
     assert 0 <= card["metrics"]["test_accuracy"] <= 1 and card["metrics"]["test_images"] == 64
     assert card["input"]["size"] == [28, 28] and len(card["classes"]) == 10
 

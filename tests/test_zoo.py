@@ -20,6 +20,19 @@ def test_every_alias_names_a_registered_model():
     assert set(ALIASES.values()) <= set(registry())
 
 
+def test_the_catalog_lists_the_native_maps_the_architectures_declare():
+    """`explain models` reads native maps from the cards (no torch); they must say what the
+    architecture registry says, for every zoo card and official release."""
+    from explain.catalog import list_models
+    from explain.models import get_arch
+    rows = list_models()
+    assert [r["name"] for r in rows] == list(registry())
+    for r in rows:
+        card = registry()[r["name"]].card
+        assert r["native_maps"] == (sorted(get_arch(r["arch"]).native) if r["arch"] else [])
+        assert r["arch"] is None or "native_maps" in card, f"{r['name']}: card without native_maps"
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_classifies_the_samples_and_gives_its_maps(name):
     model = create_model(name)

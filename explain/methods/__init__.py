@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import ExplainError
+from ..errors import ExplainError, did_you_mean
 from ..explanation import Explanation
 from ..model import Model
 from ..models import ARCHS
@@ -33,7 +33,8 @@ def method_class(name: str) -> type[Method]:
     if key not in METHODS and any(key in arch.caps.native for arch in ARCHS.values()):
         register(native_method(key))  # an architecture registered after this package
     if key not in METHODS:
-        raise ExplainError(f"unknown method {name!r}; choose from "
+        hint = did_you_mean(key, list(METHODS) + list(GROUPS))
+        raise ExplainError(f"unknown method {name!r}{hint}; choose from "
                            f"{', '.join(sorted(METHODS))}", param="method")
     return METHODS[key]
 

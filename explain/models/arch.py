@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 from torch import nn
 
 from ..capabilities import Capabilities, NativeMaps
-from ..errors import ExplainError
+from ..errors import ExplainError, did_you_mean
 
 C = TypeVar("C", bound=Callable[..., nn.Module])
 
@@ -60,8 +60,8 @@ def architecture(name: str, defaults: Callable[[int], dict], description: str,
 
 def get_arch(name: str) -> Arch:
     if name not in ARCHS:
-        raise ExplainError(f"unknown architecture {name!r}; choose one of "
-                           f"{', '.join(sorted(ARCHS))}", param="arch")
+        raise ExplainError(f"unknown architecture {name!r}{did_you_mean(name, ARCHS)}; choose "
+                           f"one of {', '.join(sorted(ARCHS))}", param="arch")
     return ARCHS[name]
 
 
