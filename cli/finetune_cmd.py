@@ -5,6 +5,7 @@ import argparse
 
 from explain.catalog import SYNTHETIC
 from explain.errors import ExplainError
+from explain.finetune_config import PAPER, FinetuneConfig
 
 from .common import command_line, device_arg, positive_int
 
@@ -66,7 +67,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explain.finetune import PAPER, FinetuneConfig
     from explain.jobs.finetune import finetune_on_edits
     if not 0 < args.edited_share <= 1:
         raise ExplainError(f"{args.edited_share} must be in (0, 1]", param="edited_share")

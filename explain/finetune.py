@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from .checkpoint import read_card
 from .edits import Edit, EditStore
 from .errors import ExplainError, ImageError
 from .explanation import upsample
+from .finetune_config import PAPER, Fill, FinetuneConfig
 from .images import load_image
 from .labels import class_key, class_lookup
 from .losses import map_loss
@@ -36,36 +37,6 @@ from .catalog import ALIASES, ZOO
 from .train import TrainConfig, train
 from .trainsets import ArraySet, FolderSet, TrainSet
 
-Perception = Literal["residual", "mask"]
-
-
-@dataclass
-class FinetuneConfig:
-    """perception: "residual" is the paper's g' = (1 + M) * g; "mask" uses g' = M * g, so a
-    region whose attention was removed cannot reach the perception branch at all.
-    edited_share: the share of every batch drawn from the edited samples (the rest from the
-    unedited ones); steps: batches per epoch (None: one pass over edited + unedited).
-    The defaults are the best setting measured in benchmarks/hitl.py; `PAPER` overrides
-    them with Mitsuhara et al.'s method as published.
-    counterfactual: on edited samples, refill the region whose attention the person removed
-    with content that says nothing about the label (`counterfactual_fill` with this fill;
-    None: off), so that the classification loss itself teaches the model not to use it."""
-    gamma: float = 1.0
-    epochs: int = 3
-    lr: float = 0.05
-    batch_size: int = 128
-    freeze_features: bool = False
-    perception: Perception = "residual"
-    edited_share: float = 0.9
-    steps: int | None = 100
-    counterfactual: Fill | None = "mix"
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "auto"
-    augment: bool = True
-
-
-PAPER = {"freeze_features": True, "perception": "residual", "counterfactual": None}
 
 
 @dataclass
@@ -85,7 +56,6 @@ class EditedSamples:
         return (self.maps < 0.5 * self.original) & (self.original > 0.02)
 
 
-Fill = Literal["mix", "donor", "flat"]
 
 
 def counterfactual_fill(x: torch.Tensor, region: torch.Tensor, g: torch.Generator,

@@ -178,7 +178,8 @@ print("IMPORTED", heavy, "EXIT", code)
 @pytest.mark.parametrize("argv, code", [
     (["--help"], 0), (["models"], 0), (["models", "--json"], 0),
     (["photo.jpg", "--topk", "0"], 2), (["photo.jpg", "--topk3"], 2), (["modles"], 2),
-    (["train", "--data", "x", "--out", "y"], 2),
+    (["train", "--data", "x", "--out", "y"], 2), (["finetune", "--help"], 0),
+    (["data", "export", "--help"], 0),
 ])
 def test_help_models_and_argument_errors_import_no_torch(argv, code):
     """The start-up goal (benchmarks/startup.py times it): nothing heavy is imported before
