@@ -1,12 +1,16 @@
 """Native map extraction time of the attention family as a multiple of a plain forward pass of
 the same model on the same batch, measured side by side in one process (BENCHMARKS.md,
-"Speed"; goal for RAN and CBAM: at most 1.05).
+"Speed"; goal for RAN and CBAM: at most 1.05; for the self-attention maps, raw attention
+and rollout at most 1.05, gradient-weighted attention at most 1.3).
 
 Per model: a plain no-grad forward, the default native map (`Explainer(model, m)(x)`), every
-native map of the model from one pass (`all_maps`), and Grad-CAM for comparison. Calls are
-interleaved round-robin (benchmarks/speed.py) and each figure is a median after warm-up.
-Models: Attention-56 and CBAM-ResNet-50 at 224 px (batch 8, random weights), and the
-Fashion-MNIST-sized defaults of every family member (28 px, batch 256, random weights).
+native map of the model from one pass (`all_maps`), where it has attention layers its raw
+attention (default layer and all maps), rollout and gradient-weighted attention, and
+Grad-CAM for comparison. Calls are interleaved round-robin (benchmarks/speed.py) and each
+figure is a median after warm-up. Models: Attention-56, CBAM-ResNet-50 and torchvision's
+ViT-B/16 at 224 px (batch 8, random weights), and the Fashion-MNIST-sized defaults of every
+family member, the ViT, Non-local and attention-augmented ResNet-20 included (28 px,
+batch 256, random weights).
 
     python benchmarks/native_speed.py [--reps 7] [--quick] [--threads N]
 
@@ -25,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from speed import cli, time_round_robin, to_markdown  # noqa: E402  (benchmarks/speed.py)
 
-from explain.methods import Explainer  # noqa: E402
+from explain.methods import METHODS, Explainer  # noqa: E402
 from explain.models import build, get_arch  # noqa: E402
 from explain.preprocess import IMAGENET, InputSpec  # noqa: E402
 from explain.registry import Model, arch_model  # noqa: E402
@@ -41,6 +45,14 @@ def random_model(arch: str, size: int, classes: int) -> Model:
     return arch_model(arch, net, arch, spec, [str(i) for i in range(classes)])
 
 
+def torchvision_vit_b_16() -> Model:
+    """torchvision's vit_b_16 as `explain --model torchvision:vit_b_16` builds it."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.vit_b_16().eval()
+    return Model("torchvision:vit_b_16", net, IMAGENET, [str(i) for i in range(1000)])
+
+
 def case(label: str, model: Model, x: torch.Tensor, reps: int) -> list[dict]:
     net = model.net
 
@@ -53,6 +65,11 @@ def case(label: str, model: Model, x: torch.Tensor, reps: int) -> list[dict]:
         fns[f"native {m} (default map)"] = lambda m=m: Explainer(model, m)(x)
         if n > 1:
             fns[f"native {m} (all {n} maps)"] = lambda m=m: Explainer(model, m).all_maps(x)
+    if METHODS["attention"].unavailable(model) is None:
+        fns["raw attention (default layer)"] = lambda: Explainer(model, "attention")(x)
+        fns["raw attention (all maps)"] = lambda: Explainer(model, "attention").all_maps(x)
+        fns["rollout"] = lambda: Explainer(model, "rollout")(x)
+        fns["gradient-weighted attention"] = lambda: Explainer(model, "grad_attention")(x)
     fns["Grad-CAM"] = lambda: Explainer(model, "gradcam")(x)
     med = time_round_robin(fns, reps)
     base = med["forward"]
@@ -69,10 +86,13 @@ def measure(reps: int, quick: bool) -> list[dict]:
         rows += case("Attention-56 (random weights)", random_model("ran", 224, 1000), x224, reps)
         rows += case("CBAM-ResNet-50 (random weights)", random_model("cbam_resnet", 224, 1000),
                      x224, reps)
+        rows += case("torchvision ViT-B/16 (random weights)", torchvision_vit_b_16(), x224, reps)
     x28 = torch.randn(256, 1, 28, 28)
     for arch, label in [("ran", "RAN small"), ("cbam_resnet", "CBAM-ResNet-20"),
                         ("se_resnet", "SE-ResNet-20"), ("attend_rectify", "A&R WRN-22-1"),
-                        ("bayes_abn_resnet", "Bayesian ABN-ResNet-20, T=20")]:
+                        ("bayes_abn_resnet", "Bayesian ABN-ResNet-20, T=20"),
+                        ("vit", "ViT patch 4, 6 blocks"), ("nonlocal_resnet", "Non-local ResNet-20"),
+                        ("aa_resnet", "AA-ResNet-20")]:
         rows += case(f"{label} (28 px, random weights)", random_model(arch, 28, 10), x28, reps)
     return rows
 

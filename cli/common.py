@@ -130,6 +130,18 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                    "Attend-and-Rectify modules) the one map to use (default: all of them)")
 
 
+def point_arg(value: str) -> tuple[float, float]:
+    """X,Y: two numbers (pixels)."""
+    parts = value.split(",")
+    try:
+        x, y = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not X,Y (two numbers, pixels)") from None
+    if x < 0 or y < 0:
+        raise argparse.ArgumentTypeError(f"{value}: pixels count from 0")
+    return x, y
+
+
 def positive_int(value: str) -> int:
     try:
         n = int(value)

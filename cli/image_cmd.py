@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_args, device_arg, positive_int, to_json
+from .common import add_model_args, device_arg, point_arg, positive_int, to_json
 
 HELP = "explain images: print top-k classes and write an overlay per method"
 
@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
     add_model_args(p)
     p.add_argument("--target", type=int, help="class index to explain (default: top-1)")
+    p.add_argument("--query", type=point_arg, metavar="X,Y",
+                   help="attention methods: the query position, in pixels of the original "
+                        "image (default: the CLS token where the model has one, else the "
+                        "image centre)")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--out", default="explain-out", help="output folder")
     p.add_argument("--device", type=device_arg, default="cpu", help="auto, cpu, cuda, cuda:N")
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, args.weights, args.device)
     methods = select(model, args.methods)
     opts = ImageOptions(Path(args.out), args.layer, args.target, args.topk, args.batch_size,
-                        args.alpha, args.cmap, args.contour, args.save_maps)
+                        args.alpha, args.cmap, args.contour, args.save_maps, args.query)
     check(model, methods, opts)  # before any work
     if model.input.size != (224, 224) and model.input.resize is None and not args.json:
         print(f"note: {model.name} takes {model.input.size[1]}x{model.input.size[0]} "

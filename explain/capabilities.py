@@ -33,11 +33,16 @@ class Capabilities:
                    attention logits and M(x) (an ABN's two branches, see models/abn_head.py)
     feature_split: `feature_modules()` lists the feature extractor g(x), the part kept
                    frozen when fine-tuning on edited maps
-    loss:          its training loss, a key of explain.losses.LOSSES"""
+    loss:          its training loss, a key of explain.losses.LOSSES
+    attention:     where it computes softmax attention: every module whose path matches
+                   this pattern outputs weights (B, heads, Tq, Tk) (a parameter-free
+                   nn.Softmax names them); read by the attention methods (explain.attention).
+                   Without it, every nn.MultiheadAttention of a network is read"""
     native: dict[str, NativeMaps] = field(default_factory=dict)
     rescore: str | None = None
     feature_split: bool = False
     loss: str = "ce"
+    attention: str | None = None
 
     @property
     def editable(self) -> bool:

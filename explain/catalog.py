@@ -66,7 +66,7 @@ def native_maps(card: dict) -> list[str]:
     if not card.get("arch"):
         return []
     from .models import get_arch
-    return sorted(get_arch(card["arch"]).native)
+    return get_arch(card["arch"]).map_names
 
 
 def list_models() -> list[dict]:

@@ -26,6 +26,12 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
 
 
+def map_of(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The displayed map of a raw one (B, k, h, w): its channel mean at input size (H, W),
+    min-max normalised per image."""
+    return normalise(upsample(raw.mean(1, keepdim=True), size))
+
+
 @dataclass
 class Explanation:
     """Maps for a batch, batch-first torch tensors on the model's device.

@@ -18,14 +18,16 @@ class Hooks:
     def __init__(self) -> None:
         self._handles: list[RemovableHandle] = []
 
-    def forward(self, module: nn.Module, fn: Callable[[nn.Module, Any, Any], Any]) -> None:
-        """`fn(module, inputs, output)` after `module` runs; a non-None return replaces
-        the output."""
-        self._handles.append(module.register_forward_hook(fn))
+    def forward(self, module: nn.Module, fn: Callable[..., Any], with_kwargs: bool = False
+                ) -> None:
+        """`fn(module, inputs, output)` (`fn(module, args, kwargs, output)` with
+        `with_kwargs`) after `module` runs; a non-None return replaces the output."""
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
 
-    def pre(self, module: nn.Module, fn: Callable[[nn.Module, Any], Any]) -> None:
-        """`fn(module, inputs)` before `module` runs."""
-        self._handles.append(module.register_forward_pre_hook(fn))
+    def pre(self, module: nn.Module, fn: Callable[..., Any], with_kwargs: bool = False) -> None:
+        """`fn(module, inputs)` (`fn(module, args, kwargs)` with `with_kwargs`) before
+        `module` runs; a non-None return replaces the inputs (`(args, kwargs)`)."""
+        self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
 
     def __len__(self) -> int:
         return len(self._handles)

@@ -27,6 +27,10 @@ class Batch:
     views: np.ndarray          # (B, H, W, 3) uint8, what the model saw
     geometry: list[Geometry]
 
+    def subset(self, keep: list[int]) -> "Batch":
+        return Batch([self.paths[i] for i in keep], self.x[keep], self.views[keep],
+                     [self.geometry[i] for i in keep])
+
 
 def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[Path, str]]]:
     """Load and preprocess `paths`; unreadable ones are returned as (path, message)."""
@@ -47,18 +51,19 @@ def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[P
     return Batch(ok, torch.stack(xs), np.stack(views), geoms), errors
 
 
-def native_maps_of(model: Model, methods: list[str]) -> dict[str, list[str]]:
-    """method -> the module paths of its native maps on `model` ([] for CAM-family methods)."""
-    return {name: model.native_maps(method_class(name).name) for name in methods}
+def own_layers_of(model: Model, methods: list[str]) -> dict[str, list[str]]:
+    """method -> the layers it reads its maps at where it has its own (a native method's
+    maps, an attention method's attention layers); [] for methods that take any layer."""
+    return {name: method_class(name).own_layers(model) for name in methods}
 
 
 def check_layer(model: Model, methods: list[str], layer: str | None) -> None:
-    """Refuse, without running the model, a `layer` that `methods` cannot use: every one is
-    native and it names none of their maps, or a CAM-family method would hook a module the
-    network does not have."""
+    """Refuse, without running the model, a `layer` that `methods` cannot use: every one
+    reads its own layers and it names none of them, or a CAM-family method would hook a
+    module the network does not have."""
     if layer is None:
         return
-    own = native_maps_of(model, methods)
+    own = own_layers_of(model, methods)
     if all(maps and layer not in maps for maps in own.values()):
         listing = "; ".join(f"{n}: {', '.join(m)}" for n, m in own.items())
         raise ExplainError(f"model {model.name!r} has no map at {layer!r} ({listing})", param="layer")
@@ -70,16 +75,17 @@ def explain_batch(model: Model, x: torch.Tensor, methods: list[str], layer: str 
                   targets=None, all_maps: bool = False, **options) -> dict[str, Explanation]:
     """Run every method on the same batch (tensors stay on the model's device).
 
-    `layer` goes to every CAM-family method; a native method takes it only where it names
-    one of its maps, and otherwise gives its default map, or with `all_maps` every one of its
-    maps (RAN modules, CBAM blocks, ...) keyed `method@label`.
+    `layer` goes to every CAM-family method; a method with its own layers (native maps,
+    attention layers) takes it only where it names one of them, and otherwise gives its
+    default map. With `all_maps`, a method gives every map it has (RAN modules, CBAM
+    blocks, attention layers and heads, ...) keyed `method@label`, or those of the layer
+    named. `options` go to every method (`query` to the attention methods, ...).
     """
-    own = native_maps_of(model, methods)
+    own = own_layers_of(model, methods)
     x = x.to(model.device)
     out = {}
     for name in methods:
         mine = layer if not own[name] or layer in own[name] else None
         with Explainer(model, name, layer=mine, **options) as ex:
-            out.update(ex.all_maps(x, targets) if all_maps and mine is None
-                       else {name: ex(x, targets)})
+            out.update(ex.all_maps(x, targets) if all_maps else {name: ex(x, targets)})
     return out

@@ -29,6 +29,20 @@ class Geometry:
         oy = top + (y + 0.5) * (bottom - top) / h
         return (min(int(ox), self.original_size[0] - 1), min(int(oy), self.original_size[1] - 1))
 
+    def from_original(self, x: float, y: float, input_size: tuple[int, int]
+                      ) -> tuple[float, float] | None:
+        """The model-input pixel (x, y) (input size (H, W)) that shows original-image pixel
+        (x, y); None where the model does not see that pixel (outside the image or the
+        crop)."""
+        left, top, right, bottom = self.box
+        h, w = input_size
+        ix = (x + 0.5 - left) * w / (right - left) - 0.5
+        iy = (y + 0.5 - top) * h / (bottom - top) - 0.5
+        inside = 0 <= x < self.original_size[0] and 0 <= y < self.original_size[1]
+        if not (inside and -0.5 <= ix < w - 0.5 and -0.5 <= iy < h - 0.5):
+            return None
+        return (min(max(ix, 0.0), w - 1.0), min(max(iy, 0.0), h - 1.0))
+
 
 @dataclass(frozen=True)
 class InputSpec:

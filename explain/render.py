@@ -91,7 +91,19 @@ def tiles(e: Explanation, views: np.ndarray | torch.Tensor, size: int, alpha: fl
     tiles (B, size, size, 3)."""
     if e.kind == "vector":
         return bars(e.raw, size)
-    return overlay(views, e.maps, alpha, cmap, size, contour)
+    out = overlay(views, e.maps, alpha, cmap, size, contour)
+    if "query" in e.extras:
+        mark(out, e.extras["query"].cpu() * out.shape[2] / e.maps.shape[-1])
+    return out
+
+
+def mark(tiles: np.ndarray, points: torch.Tensor) -> None:
+    """Draw each tile's point (x, y) (B, 2), in tile pixels, as a white cross outlined in
+    black (an attention map's query position)."""
+    size = max(7, tiles.shape[2] // 16)
+    for tile, (x, y) in zip(tiles, points.round().int().tolist()):
+        for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+            cv2.drawMarker(tile, (x, y), colour, cv2.MARKER_CROSS, size, max(1, width * tiles.shape[2] // 448))
 
 
 def upscale_views(views: np.ndarray, size: int) -> np.ndarray:

@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     loss_fn = loss_fn or LOSSES[arch.loss]
     dtype = autocast_dtype(cfg.precision, device)
     loss_kwargs = loss_kwargs or {}
-    base_card = {"name": out.name, "arch": cfg.arch, "native_maps": sorted(arch.native),
+    base_card = {"name": out.name, "arch": cfg.arch, "native_maps": arch.map_names,
                  "arch_kwargs": kwargs,
                  "classes": train_set.classes, "input": train_set.input.to_dict(),
                  "data": cfg.data, "seed": cfg.seed, "command": cfg.command,

@@ -30,7 +30,10 @@ def test_select_reads_names_aliases_and_groups(tiny_abn, tiny_resnet_dir):
     assert not {"ran", "se", "bayes_abn"} & set(everything)
     plain = create_model(str(tiny_resnet_dir))
     assert select(plain) == ["gradcam"] and select(plain, "native") == []
-    assert "abn" not in select(plain, "all") and len(select(plain, "all")) == len(METHODS) - 6
+    attention = [n for n, cls in METHODS.items() if cls.family == "attention"]
+    assert attention == ["attention", "rollout", "grad_attention"]
+    assert "abn" not in select(plain, "all")
+    assert len(select(plain, "all")) == len(METHODS) - 6 - len(attention)
     for spec, message in ((" , ", "empty list"), ("gradkam", "unknown method 'gradkam'"),
                           ("gradcam,abn", "has no native 'abn' map")):
         with pytest.raises(ExplainError, match=message) as err:

@@ -13,8 +13,10 @@ from explain.methods.native import NativeMap
 
 OPTIONS = {"integrated_gradients": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}}
 # every method an ABN can give: the CAM family, captum's, and its own native map (the other
-# architectures' native maps are tested with their models in test_native_maps.py)
-ALL = sorted(m for m, cls in METHODS.items() if not issubclass(cls, NativeMap)) + ["abn"]
+# architectures' native maps are tested with their models in test_native_maps.py, the
+# attention methods with attention models in test_attention.py)
+ALL = sorted(m for m, cls in METHODS.items()
+             if not issubclass(cls, NativeMap) and cls.family != "attention") + ["abn"]
 
 
 def n_hooks(net: nn.Module) -> int:
@@ -188,3 +190,13 @@ def test_every_method_eval_offers_runs_on_every_architecture(tmp_path, arch):
     for method in select(model, "all"):
         e = Explainer(model, method, **OPTIONS.get(method, {}))(x, targets=[9, 3])
         assert e.maps.shape[0] == 2 and torch.isfinite(e.maps).all(), method
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")  # captum's, called here
+def test_guided_gradcam_equals_captums_on_a_cnn(tiny_abn):
+    from captum.attr import GuidedGradCam
+    x = torch.randn(2, 1, 28, 28)
+    e = Explainer(tiny_abn, "guided_gradcam")(x, targets=[2, 5])
+    net = tiny_abn.net
+    expected = GuidedGradCam(net, net.layer3).attribute(x.requires_grad_(True), target=[2, 5])
+    assert torch.allclose(e.raw, expected.detach().abs().sum(1, keepdim=True), atol=1e-5)

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from ..atomic import atomic_open, check_writable
 from ..errors import ExplainError
 from ..images import path_digest
 from ..model import Model
 from ..paths import display
-from ..pipeline import check_layer, explain_batch, prepare
+from ..pipeline import Batch, check_layer, explain_batch, prepare
 from ..render import panel, save_png, tiles, upscale_views
 
 
@@ -28,6 +29,7 @@ class ImageOptions:
     cmap: str = "jet"
     contour: bool = False
     save_maps: bool = False       # also OUT/<image>_<method>.npy (input resolution, float32)
+    query: tuple[float, float] | None = None  # attention query (x, y), original-image pixels
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -58,11 +60,13 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
     size = max(224, model.input.size[0])
     for start in range(0, len(paths), opts.batch_size):
         batch, errors = prepare(model, paths[start:start + opts.batch_size])
+        batch, query = _queries(model, batch, opts.query, errors)
         for p, msg in errors:
             yield {"image": display(p), "error": msg}
         if batch is None:
             continue
-        expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True)
+        expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True,
+                             query=query)
         probs, idx = next(iter(expl.values())).topk(opts.topk)
         views = upscale_views(batch.views, size)
         drawn = {m: tiles(e, batch.views, size, opts.alpha, opts.cmap, opts.contour)
@@ -70,6 +74,24 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
         for i, p in enumerate(batch.paths):
             yield _record(model, opts, names[p], p, batch.geometry[i], expl, drawn, views[i],
                           [(float(q), int(c)) for q, c in zip(probs[i], idx[i])], i)
+
+
+def _queries(model: Model, batch: Batch | None, query: tuple[float, float] | None,
+             errors: list) -> tuple[Batch | None, object]:
+    """The query of each image in model-input pixels (B, 2), and the batch without the
+    images it falls outside of (each such image added to `errors`)."""
+    if batch is None or query is None:
+        return batch, None
+    points = [g.from_original(*query, model.input.size) for g in batch.geometry]
+    for p, g, pt in zip(batch.paths, batch.geometry, points):
+        if pt is None:
+            w, h = g.original_size
+            errors.append((p, f"query: ({query[0]:g}, {query[1]:g}) is outside the part of "
+                              f"{display(p)} ({w}x{h}) that the model sees"))
+    keep = [i for i, pt in enumerate(points) if pt is not None]
+    if not keep:
+        return None, None
+    return batch.subset(keep), torch.tensor([points[i] for i in keep])
 
 
 def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, expl: dict,
@@ -85,6 +107,9 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, e
         px, py = e.peaks()[i].tolist()
         entry = {"overlay": display(file), "target": int(e.targets[i]),
                  "peak": list(geometry.to_original(px, py, model.input.size))}
+        if "query" in e.extras:
+            qx, qy = e.extras["query"][i].tolist()
+            entry["query"] = list(geometry.to_original(qx, qy, model.input.size))
         if opts.save_maps:
             npy = out / f"{stem}_{m}.npy"
             with atomic_open(npy) as f:

@@ -23,9 +23,11 @@ from .native import NativeMap, native_method
 
 for _name in dict.fromkeys(n for arch in ARCHS.values() for n in arch.caps.native):
     register(native_method(_name))
-# The CAM family, then captum's methods, register themselves (after the maps: registry order)
+# The CAM family, captum's methods, then the attention methods register themselves (after
+# the maps: registry order)
 from . import cam  # noqa: E402,F401,I001
 from . import attribution  # noqa: E402,F401
+from . import attention  # noqa: E402,F401
 
 
 def method_class(name: str) -> type[Method]:
@@ -46,25 +48,26 @@ def select(model: Model, spec: str | Sequence[str] | None = None) -> list[str]:
     """The methods `spec` asks of `model`, as registered names, in order, each once: the one
     reading of --methods for every command, benchmark and test.
 
-    None: the model's native maps, then gradcam. Otherwise method names or aliases
-    (comma-separated, or a list), where "all" stands for every method the model can give,
-    "native" for its native maps and "cam-family" for the CAM family. A native map the model
-    does not have is refused."""
+    None: the model's native maps, its raw attention where it has attention layers, then
+    gradcam. Otherwise method names or aliases (comma-separated, or a list), where "all"
+    stands for every method the model can give, "native" for its native maps and
+    "cam-family" for the CAM family. A method the model cannot give (a native map it does
+    not have, attention without attention layers) is refused."""
     if spec is None:
-        return sorted(model.native) + ["gradcam"]
+        return sorted(model.native) + [n for n in ("attention",)
+                                       if METHODS[n].unavailable(model) is None] + ["gradcam"]
     words = [w.strip() for w in (spec.split(",") if isinstance(spec, str) else spec) if w.strip()]
     if not words:
         raise ExplainError("empty list", param="methods")
-    natives = {n for n, cls in METHODS.items() if cls.family == "native"}
-    groups = {"all": [n for n in METHODS if n not in natives or n in model.native],
+    groups = {"all": [n for n, cls in METHODS.items() if cls.unavailable(model) is None],
               "native": sorted(model.native),
               "cam-family": [n for n, cls in METHODS.items() if cls.family == "cam"]}
     names = [n for w in words
              for n in (groups[w.lower()] if w.lower() in groups else [method_class(w).name])]
-    missing = [n for n in names if n in natives and n not in model.native]
-    if missing:
-        raise ExplainError(f"model {model.name!r} has no native {missing[0]!r} map (native maps: "
-                           f"{', '.join(model.native) or 'none'})", param="methods")
+    for n in names:
+        reason = METHODS[n].unavailable(model)
+        if reason:
+            raise ExplainError(reason, param="methods")
     return list(dict.fromkeys(names))
 
 

@@ -1,14 +1,16 @@
 """Input-attribution methods reached through captum (not rewritten here): Integrated
-Gradients, Saliency, Occlusion and Guided Grad-CAM. Each returns a per-pixel map: the
+Gradients, Saliency, Occlusion and guided backpropagation (for Guided Grad-CAM). Each returns a per-pixel map: the
 absolute attribution summed over colour channels."""
 from __future__ import annotations
 
 import warnings
 
 import torch
+import torch.nn.functional as F
 from captum import attr
 
-from .core import Method, find_module, register
+from .cam import GradCAM
+from .core import Method, register
 
 
 class CaptumMethod(Method):
@@ -66,10 +68,14 @@ class Occlusion(CaptumMethod):
 
 @register
 class GuidedGradCAM(CaptumMethod):
+    """Selvaraju et al. 2017: captum's guided backpropagation times the Grad-CAM of the
+    target layer upsampled (nearest), as captum's GuidedGradCam computes it, but with
+    explain's Grad-CAM, which also reads tokens (ViTs) and channels-last grids (Swin)."""
     name = "guided_gradcam"
     aliases = ("guided-gradcam",)
-    needs_layer = True  # captum hooks the layer itself
+    needs_layer = True
 
     def attribute(self, x, targets):
-        layer = find_module(self.net, self.layer)
-        return attr.GuidedGradCam(self.net, layer).attribute(x, target=targets)
+        cam = GradCAM(self.model, layer=self.layer)(x, targets).raw
+        guided = attr.GuidedBackprop(self.net).attribute(x, target=targets)
+        return guided * F.interpolate(cam, size=tuple(x.shape[-2:]), mode="nearest")

@@ -34,6 +34,7 @@ class CAM(Method):
         return fits[-1]
 
     def compute(self, x, acts, logits, targets):
+        acts = self.as_map(acts, x)
         fc = self.classifier(acts.shape[1], logits.shape[1])
         w = fc.weight[targets].float()  # (B, K)
         return F.relu(torch.einsum("bk,bkhw->bhw", w, acts.float()).unsqueeze(1))
@@ -48,7 +49,7 @@ class GradCAMBase(Method):
 
     def compute(self, x, acts, logits, targets):
         grads = self.score_grads(acts, logits, targets)
-        acts, grads = acts.detach().float(), grads.float()
+        acts, grads = self.as_map(acts.detach(), x).float(), self.as_map(grads, x).float()
         w = self.weights(acts, grads)
         return F.relu((w * acts).sum(1, keepdim=True))
 
@@ -106,6 +107,7 @@ class ScoreCAM(Method):
 
     def compute(self, x, acts, logits, targets):
         batch = int(self.options.get("batch_size", 64))
+        acts = self.as_map(acts, x)
         b, k = acts.shape[:2]
         masks = normalise(F.interpolate(acts.float(), size=x.shape[-2:], mode="bilinear",
                                         align_corners=False).flatten(0, 1)).view(b, k, 1, *x.shape[-2:])

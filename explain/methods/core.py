@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from ..errors import ExplainError
-from ..explanation import Explanation, normalise, upsample
+from ..explanation import Explanation, map_of
 from ..hooks import Hooks
 from ..model import Model
+from ..tokens import as_grid
 
 Targets = int | Sequence[int] | torch.Tensor | None
 
@@ -57,19 +58,37 @@ def candidate_layers(net: nn.Module) -> list[str]:
 
 def locate_layer(net: nn.Module, x: torch.Tensor) -> str:
     """The module whose 4-D output (spatial size > 1) finishes last in a forward pass: the
-    deepest spatial feature map, e.g. `layer4` of a ResNet or `features` of a VGG."""
-    last: list[str] = []
+    deepest spatial feature map, e.g. `layer4` of a ResNet or `features` of a VGG. Where
+    an nn.MultiheadAttention runs after it (a ViT, whose only 4-D map is the patch
+    embedding), the module whose output the last attention reads instead: the last block's
+    norm, since after the last block only the CLS token reaches the classifier."""
+    maps: list[str] = []
+    latest: list = [None, None]          # the module that finished last, and its output
+    attended: list[tuple[str, int]] = []  # (module feeding an attention, maps seen before)
+
+    def finished(mod, inp, out, name):
+        latest[:] = name, out
+        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1:
+            maps.append(name)
+
+    def attends(mod, args, kwargs):
+        query = args[0] if args else kwargs.get("query")
+        if query is not None and query is latest[1]:
+            attended.append((latest[0], len(maps)))
+
     with Hooks() as hooks, torch.no_grad():
         for name, m in net.named_modules():
             if name:
-                hooks.forward(m, lambda mod, inp, out, name=name: last.append(name)
-                              if isinstance(out, torch.Tensor) and out.ndim == 4
-                              and out.shape[-1] > 1 else None)
+                hooks.forward(m, lambda mod, inp, out, name=name: finished(mod, inp, out, name))
+            if isinstance(m, nn.MultiheadAttention):
+                hooks.pre(m, attends, with_kwargs=True)
         net(x[:1])
-    if not last:
+    if attended and attended[-1][1] == len(maps):
+        return attended[-1][0]
+    if not maps:
         raise ExplainError(f"{type(net).__name__} has no layer with a spatial (4-D) output; "
                            "name one", param="layer")
-    return last[-1]
+    return maps[-1]
 
 
 class Method:
@@ -81,10 +100,22 @@ class Method:
     needs_layer: ClassVar[bool] = True       # resolve a target layer
     reads_activation: ClassVar[bool] = True  # hook that layer's output
 
+    @classmethod
+    def unavailable(cls, model: Model) -> str | None:
+        """Why this method cannot run on `model` (None: it can)."""
+        return None
+
+    @classmethod
+    def own_layers(cls, model: Model) -> list[str]:
+        """The layers this method reads on `model` where it has its own (a native map's
+        modules, attention layers); [] where any layer will do (the CAM family)."""
+        return []
+
     def __init__(self, model: Model | nn.Module, layer: str | None = None, **options: Any):
         self.model = as_model(model)
         self.net = self.model.net
         self.layer = layer
+        self.layer_given = layer is not None  # all_maps gives only this layer's maps
         self.options = options
         self._hooks: Hooks | None = None   # while a session is open
         self._hooked: str | None = None    # the layer its hook reads
@@ -109,7 +140,9 @@ class Method:
 
     def resolve_layer(self, x: torch.Tensor) -> str:
         if self.layer is None:
-            self.layer = self.model.cam_layer or locate_layer(self.net, x)
+            if self.model.cam_layer is None:  # found once per model, not once per batch
+                self.model.cam_layer = locate_layer(self.net, x)
+            self.layer = self.model.cam_layer
         return self.layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +155,10 @@ class Method:
 
     def _read(self, mod: nn.Module, inp: Any, out: torch.Tensor) -> torch.Tensor | None:
         """The forward hook on the target layer: keeps its output as `_acts`."""
+        if not isinstance(out, torch.Tensor):
+            raise ExplainError(f"{self.layer!r} outputs a {type(out).__name__}, not a tensor; "
+                               "name a layer whose output is a feature map or tokens",
+                               param="layer")
         if self.uses_gradients:
             torch.set_grad_enabled(True)  # build the graph from here on only
             self._acts = out.detach().requires_grad_(True)
@@ -155,7 +192,7 @@ class Method:
                 t = self.targets(targets, logits)
                 raw = self.compute(x, self._acts, logits, t).detach()
             self._acts = None
-        maps = normalise(upsample(raw.mean(1, keepdim=True), tuple(x.shape[-2:])))
+        maps = map_of(raw, tuple(x.shape[-2:]))
         return Explanation(maps, raw, logits.detach(), t, self.name, layer, self.extras())
 
     def all_maps(self, x: torch.Tensor, targets: Targets = None) -> dict[str, Explanation]:
@@ -165,6 +202,11 @@ class Method:
 
     def extras(self) -> dict[str, torch.Tensor]:
         return {}
+
+    def as_map(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The hooked layer's output (or its gradient) as a map (B, C, h, w): tokens on their
+        patch grid, a channels-last grid (Swin) permuted (explain.tokens)."""
+        return as_grid(t, tuple(x.shape[-2:]), x.shape[0], f"layer {self.layer!r}")
 
     @staticmethod
     def targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:

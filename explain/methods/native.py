@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ExplainError
-from ..explanation import Explanation, normalise, upsample
+from ..explanation import Explanation, map_of, normalise, upsample
+from ..model import Model
 from ..hooks import Hooks
 from .core import Method, Targets, find_module
 
@@ -52,14 +53,23 @@ class NativeMap(Method):
     family = "native"
     uses_gradients = False
 
+    @classmethod
+    def unavailable(cls, model: Model) -> str | None:
+        if model.native_maps(cls.name):
+            return None
+        return (f"model {model.name!r} has no native {cls.name!r} map (native maps: "
+                f"{', '.join(sorted(model.native)) or 'none'}); use a CAM-family method such "
+                "as gradcam")
+
+    @classmethod
+    def own_layers(cls, model: Model) -> list[str]:
+        return model.native_maps(cls.name)
+
     def layers(self) -> list[str]:
-        own = self.model.native_maps(self.name)
-        if not own:
-            have = ", ".join(sorted(self.model.native)) or "none"
-            raise ExplainError(f"model {self.model.name!r} has no native "
-                               f"{self.name!r} map (native maps: {have}); use a CAM-family "
-                               "method such as gradcam", param="method")
-        return own
+        reason = self.unavailable(self.model)
+        if reason:
+            raise ExplainError(reason, param="method")
+        return self.model.native_maps(self.name)
 
     def resolve_layer(self, x: torch.Tensor) -> str:
         own = self.layers()
@@ -89,15 +99,15 @@ class NativeMap(Method):
 
     def all_maps(self, x: torch.Tensor, targets: Targets = None) -> dict[str, Explanation]:
         """Every map of this method, from one forward pass, keyed `method@label` (just
-        `method` where it has one map)."""
-        own = self.layers()
+        `method` where it has one map, or where a layer was named)."""
+        own = [self.layer] if self.layer_given else self.layers()
         store: dict[str, torch.Tensor] = {}
         with capture(self.net, own, store):
             first = self(x, targets)
         out = {}
         for layer, label in zip(own, short_labels(own)):
             raw = self.compute(x, store[layer], first.logits, first.targets).detach()
-            maps = normalise(upsample(raw.mean(1, keepdim=True), tuple(x.shape[-2:])))
+            maps = map_of(raw, tuple(x.shape[-2:]))
             out[f"{self.name}@{label}" if label else self.name] = self.shaped(replace(
                 first, maps=maps, raw=raw, layer=layer))
         return out

@@ -4,7 +4,7 @@ one registration line. The order is the registry's (and the native methods') ord
 """
 from __future__ import annotations
 
-from . import resnet, abn, abn_efficientnet, ran, cbam, se, attend_rectify, bayes_abn  # noqa: F401,I001
+from . import resnet, abn, abn_efficientnet, ran, cbam, se, attend_rectify, bayes_abn, vit, nonlocal_resnet, aa_resnet  # noqa: F401,I001
 from .arch import ARCHS, Arch, build, get_arch
 
 __all__ = ["ARCHS", "Arch", "build", "get_arch"]

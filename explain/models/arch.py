@@ -38,6 +38,12 @@ class Arch:
     def native_layers(self, net: nn.Module) -> dict[str, list[str]]:
         return self.caps.native_layers(net)
 
+    @property
+    def map_names(self) -> list[str]:
+        """What `explain models` lists as its own maps: the native map methods, and
+        `attention` where it declares softmax attention."""
+        return sorted(self.native) + (["attention"] if self.caps.attention else [])
+
     def kwargs(self, num_classes: int, in_channels: int, size: int, **overrides) -> dict:
         kw = {**self.defaults(size), "num_classes": num_classes, "in_channels": in_channels}
         kw.update({k: v for k, v in overrides.items() if v is not None})
