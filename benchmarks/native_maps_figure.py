@@ -38,7 +38,7 @@ def rows_for(name: str, images: list[Path], size: int) -> list[np.ndarray]:
     titles = ["input"] + [m.partition("@")[2] or m for m in expl]  # the header names the model
     return [panel([views[i]] + [drawn[m][i] for m in expl], titles,
                   f"{model.name}: {model.class_name(int(idx[i, 0]))} "
-                  f"{float(probs[i, 0]):.0%}")
+                  f"{float(probs[i, 0]):.0%}", columns=len(titles))
             for i in range(len(batch.paths))]
 
 

@@ -13,8 +13,10 @@ HELP = "explain images: print top-k classes and write an overlay per method"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "image", help=HELP + " (the default command: `explain photo.jpg` = `explain image photo.jpg`)",
-        description=HELP + ". Writes OUT/<image>_<method>.png overlays and OUT/<image>_panel.png "
-                           "(original | one overlay per method).",
+        description=HELP + ". Writes OUT/<image>_<method>.png, the map over the whole photo "
+                           "(the part the model did not see washed out and outlined) with a "
+                           "title, a caption for native maps and a colour legend, and "
+                           "OUT/<image>_panel.png (the photo | one map per method, in rows).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
     add_model_args(p)
@@ -30,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap")
     p.add_argument("--contour", action="store_true", help="draw the 50%% iso-line")
+    p.add_argument("--view", choices=["full", "crop"], default="full",
+                   help="full: the map over the whole photo at its own resolution; crop: "
+                        "over the square the model saw")
+    p.add_argument("--columns", type=positive_int, default=4, help="panel tiles a row")
     p.add_argument("--save-maps", action="store_true",
                    help="also write each map (input resolution, float32) as .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, args.weights, args.device)
     methods = select(model, args.methods)
     opts = ImageOptions(Path(args.out), args.layer, args.target, args.topk, args.batch_size,
-                        args.alpha, args.cmap, args.contour, args.save_maps, args.query)
+                        args.alpha, args.cmap, args.contour, args.save_maps, args.query,
+                        args.view, args.columns)
     check(model, methods, opts)  # before any work
     if model.input.size != (224, 224) and model.input.resize is None and not args.json:
         print(f"note: {model.name} takes {model.input.size[1]}x{model.input.size[0]} "

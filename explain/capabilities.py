@@ -19,10 +19,12 @@ class NativeMaps:
     """Where a native map is read: every module whose path matches `pattern` (fnmatch)
     gives one map, in forward order. `kind` "spatial": the module's output is a map
     (B, k, h, w); "vector": a per-channel vector (B, C), drawn as a bar chart.
-    `channel_mean`: the map is the output's mean over channels (RAN's soft masks)."""
+    `channel_mean`: the map is the output's mean over channels (RAN's soft masks).
+    `caption`: one line of what the map means, printed under it in pictures."""
     pattern: str
     kind: Kind = "spatial"
     channel_mean: bool = False
+    caption: str = ""
 
 
 @dataclass(frozen=True)

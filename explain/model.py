@@ -31,6 +31,12 @@ class Model:
         spec = self.caps.native.get(method)
         return spec.kind if spec else "spatial"
 
+    def caption(self, key: str) -> str:
+        """One line of what the map `key` (`method` or `method@label`) means: its native map
+        declaration's caption ("" for other methods)."""
+        spec = self.caps.native.get(key.partition("@")[0])
+        return spec.caption if spec else ""
+
     def native_maps(self, method: str) -> list[str]:
         """The module paths of `method`'s maps ([] when the model has no such native map)."""
         if method in self.native_layers:

@@ -1,7 +1,7 @@
 """Image files -> model -> Explanations: the shared path of the CLI, the gallery and the editor.
 
-`Batch` keeps what rendering needs (the view the model saw, the geometry back to the
-original) next to the input tensor.
+`Batch` keeps what rendering needs (the original photos, the view the model saw, the
+geometry from one to the other) next to the input tensor.
 """
 from __future__ import annotations
 
@@ -26,15 +26,16 @@ class Batch:
     x: torch.Tensor            # (B, C, H, W) normalised
     views: np.ndarray          # (B, H, W, 3) uint8, what the model saw
     geometry: list[Geometry]
+    images: list[np.ndarray]   # the original photos, (H_i, W_i, 3) uint8 each
 
     def subset(self, keep: list[int]) -> "Batch":
         return Batch([self.paths[i] for i in keep], self.x[keep], self.views[keep],
-                     [self.geometry[i] for i in keep])
+                     [self.geometry[i] for i in keep], [self.images[i] for i in keep])
 
 
 def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[Path, str]]]:
     """Load and preprocess `paths`; unreadable ones are returned as (path, message)."""
-    ok, errors, xs, views, geoms = [], [], [], [], []
+    ok, errors, xs, views, geoms, images = [], [], [], [], [], []
     for p in paths:
         try:
             rgb = load_image(p)
@@ -46,9 +47,10 @@ def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[P
         xs.append(x)
         views.append(view)
         geoms.append(geom)
+        images.append(rgb)
     if not ok:
         return None, errors
-    return Batch(ok, torch.stack(xs), np.stack(views), geoms), errors
+    return Batch(ok, torch.stack(xs), np.stack(views), geoms, images), errors
 
 
 def own_layers_of(model: Model, methods: list[str]) -> dict[str, list[str]]:

@@ -67,7 +67,8 @@ def settings_for(model: Model, opts: Options) -> dict:
     return {"title": opts.title, "model": model.name, "methods": opts.methods,
             "classes": model.classes, "layer": opts.layer, "size": opts.style.size,
             "thumb": opts.style.thumb, "alpha": opts.style.alpha, "cmap": opts.style.cmap,
-            "input": model.input.to_dict()}
+            "input": model.input.to_dict(),
+            "captions": {m: model.caption(m) for m in opts.methods if model.caption(m)}}
 
 
 def _base_row(item: Item, classes: list[str]) -> dict:

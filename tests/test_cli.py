@@ -41,7 +41,9 @@ def test_photos_top1_and_gradcam_peak_on_object(tmp_path, capsys):
     assert inside(cup["methods"]["gradcam"]["peak"], CUP_BOX)
     for r in recs:
         assert len(r["topk"]) == 3
-        assert Image.open(r["methods"]["gradcam"]["overlay"]).size == (224, 224)
+        width, height = Image.open(r["image"]).size  # the whole photo, labelled above and below
+        assert Image.open(r["methods"]["gradcam"]["overlay"]).size[0] == width
+        assert Image.open(r["methods"]["gradcam"]["overlay"]).size[1] > height
         assert Image.open(r["panel"]).size[0] > 2 * 224
 
 

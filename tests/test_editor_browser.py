@@ -65,6 +65,8 @@ def test_remove_stroke_rescores_and_saves_only_the_painted_pixels(browser, tiny_
     try:
         expect(page.locator("#status")).to_contain_text("no saved edit")
         expect(page.locator("#edited-topk")).not_to_have_attribute("data-scored", "0")
+        ramp = page.evaluate("getComputedStyle(document.getElementById('ramp')).backgroundImage")
+        assert ramp.startswith("linear-gradient") and "rgb(0, 0, 128)" in ramp  # jet's low end
         before = json.loads(page.get_attribute("#edited-topk", "data-topk"))
         seq = int(page.get_attribute("#edited-topk", "data-scored"))
         original_topk = json.loads(page.get_attribute("#original-topk", "data-topk"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tm
     assert (out / "contact-sheet.png").stat().st_size > 0
     page = (out / "index.html").read_text()
     assert rows[3]["files"]["gradcam"] in page and "</script>" in page
+    data = json.loads(re.search(r'id="gallery-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    assert data["legend"].startswith("linear-gradient(to right, rgb(0,0,128) 0%")  # jet
+    assert data["captions"] == {"abn": tiny_abn.caption("abn")}
+    assert "attention" in data["captions"]["abn"]
 
 
 def test_vector_maps_become_bar_charts(folder, tmp_path):

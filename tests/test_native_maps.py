@@ -409,8 +409,8 @@ def test_cli_shows_every_map_side_by_side_or_the_one_layer_asks_for(ckpts, tmp_p
     assert names == ["sneaker_gradcam.png", "sneaker_panel.png", "sneaker_ran@layer1.png",
                      "sneaker_ran@layer2.png", "sneaker_ran@layer3.png"]
     panel = np.asarray(Image.open(out / "sneaker_panel.png"))
-    tile = np.asarray(Image.open(out / "sneaker_gradcam.png"))
-    assert panel.shape[1] == 5 * tile.shape[1] + 4 * 4  # input + 3 maps + gradcam
+    # input + 3 maps + gradcam, tiles of 320 px in rows of 4: two rows
+    assert panel.shape[1] == 4 * 320 + 3 * 4 and panel.shape[0] > 2 * 320
     one = tmp_path / "one"
     assert run_cli(img, "--model", ckpts["ran"], "--layer", "layer2.1.mask", "--out", one) == 0
     assert sorted(p.name for p in one.glob("*.png")) == [
@@ -427,7 +427,9 @@ def test_cli_renders_se_excitations_as_bars_and_bayes_uncertainty(ckpts, tmp_pat
     assert run_cli(SAMPLES / "bag.png", "--model", ckpts["se_resnet"], "--methods", "se",
                    "--out", out) == 0
     tiles = [np.asarray(Image.open(out / f"bag_se@layer{i}.png")) for i in (1, 2, 3)]
-    assert all(t.shape == (224, 224, 3) and (t == 255).all(-1).mean() > 0.2 for t in tiles)
+    # labelled bar charts: 224 px wide, a title and a legend around them, mostly white
+    assert all(t.shape[1] == 224 and t.shape[0] > 224 and (t == 255).all(-1).mean() > 0.2
+               for t in tiles)
     out = tmp_path / "bayes"
     assert run_cli(SAMPLES / "bag.png", "--model", ckpts["bayes_abn_resnet"], "--out", out) == 0
     assert {"bag_abn.png", "bag_bayes_abn.png", "bag_bayes_abn@std.png", "bag_gradcam.png"} <= {

@@ -1,5 +1,6 @@
-"""Explain image files: per image the top-k classes, an overlay per method, a panel, and
-optionally each map as .npy; one record per image, so a caller can print as they come."""
+"""Explain image files: per image the top-k classes, a labelled picture per method (the map
+over the whole photo, or over the crop the model saw), a panel, and optionally each map as
+.npy; one record per image, so a caller can print as they come."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ..images import path_digest
 from ..model import Model
 from ..paths import display
 from ..pipeline import Batch, check_layer, explain_batch, prepare
-from ..render import panel, save_png, tiles, upscale_views
+from ..render import View, captioned, fit, mark_crop, panel, picture, save_png
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ImageOptions:
     contour: bool = False
     save_maps: bool = False       # also OUT/<image>_<method>.npy (input resolution, float32)
     query: tuple[float, float] | None = None  # attention query (x, y), original-image pixels
+    view: View = "full"           # the whole photo, or "crop": what the model saw
+    columns: int = 4              # panel tiles a row
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -57,7 +60,6 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
     are printable (explain.paths.display)."""
     check(model, methods, opts)
     names = dict(zip(paths, unique_stems(paths)))
-    size = max(224, model.input.size[0])
     for start in range(0, len(paths), opts.batch_size):
         batch, errors = prepare(model, paths[start:start + opts.batch_size])
         batch, query = _queries(model, batch, opts.query, errors)
@@ -68,11 +70,8 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
         expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True,
                              query=query)
         probs, idx = next(iter(expl.values())).topk(opts.topk)
-        views = upscale_views(batch.views, size)
-        drawn = {m: tiles(e, batch.views, size, opts.alpha, opts.cmap, opts.contour)
-                 for m, e in expl.items()}
         for i, p in enumerate(batch.paths):
-            yield _record(model, opts, names[p], p, batch.geometry[i], expl, drawn, views[i],
+            yield _record(model, opts, names[p], p, batch, expl,
                           [(float(q), int(c)) for q, c in zip(probs[i], idx[i])], i)
 
 
@@ -98,15 +97,32 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, e
             drawn: dict, view: np.ndarray, top: list[tuple[float, int]], i: int) -> dict:
     """Write image `i`'s overlays, maps and panel; its record."""
     out = opts.out
+def _record(model: Model, opts: ImageOptions, stem: str, path: Path, batch: Batch,
+            expl: dict, top: list[tuple[float, int]], i: int) -> dict:
+    """Write image `i`'s pictures, maps and panel; its record."""
+    out, geometry = opts.out, batch.geometry[i]
     record = {"image": display(path), "topk": [
         {"index": c, "name": model.class_name(c), "probability": round(q, 6)} for q, c in top],
         "methods": {}}
+    full = opts.view == "full"
+    image, box = (batch.images[i], geometry) if full else (batch.views[i], None)
+    side = max(320 if full else 224, model.input.size[0])  # panel tiles: longer side
+    tiles, spatial = [], False
     for m, e in expl.items():
+        tile = picture(e, i, image, box, opts.view, opts.alpha, opts.cmap, opts.contour)
+        target = int(e.targets[i])
+        probability = float(e.probs[i, target])
+        title = f"{m} · {model.class_name(target)} {probability:.1%}"
         file = out / f"{stem}_{m}.png"
-        save_png(file, drawn[m][i])
+        save_png(file, captioned(e, tile, title, model.caption(m), opts.cmap))
+        tiles.append(fit(tile, side, side))
+        spatial = spatial or e.kind != "vector"
         px, py = e.peaks()[i].tolist()
-        entry = {"overlay": display(file), "target": int(e.targets[i]),
+        entry = {"overlay": display(file), "target": target,
                  "peak": list(geometry.to_original(px, py, model.input.size))}
+        if "query" in e.extras:
+            qx, qy = e.extras["query"][i].tolist()
+            entry["query"] = list(geometry.to_original(qx, qy, model.input.size))
         if "query" in e.extras:
             qx, qy = e.extras["query"][i].tolist()
             entry["query"] = list(geometry.to_original(qx, qy, model.input.size))
@@ -117,8 +133,12 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, e
             entry["map"] = display(npy)
         record["methods"][m] = entry
     best = record["topk"][0]
+    shown = mark_crop(batch.images[i], geometry) if full else batch.views[i]
+    captions = dict.fromkeys(f"{m.partition('@')[0]}: {model.caption(m)}" for m in expl
+                             if model.caption(m))
     panel_file = out / f"{stem}_panel.png"
-    save_png(panel_file, panel([view] + [drawn[m][i] for m in expl], ["input"] + list(expl),
-                               f"{best['name']} ({best['probability']:.1%})"))
+    save_png(panel_file, panel([fit(shown, side, side)] + tiles, ["input"] + list(expl),
+                               f"{best['name']} ({best['probability']:.1%})", opts.columns,
+                               opts.cmap if spatial else None, list(captions)))
     record["panel"] = display(panel_file)
     return record

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..capabilities import NativeMaps
-from .abn_head import ABNHead, ABNOutput
+from .abn_head import ABN_MAPS, ABNHead, ABNOutput
 from .arch import architecture
 from .resnet import ResNet, make_stage, resnet_defaults
 
@@ -20,7 +19,7 @@ __all__ = ["ABNOutput", "ABNResNet"]
 
 @architecture("abn_resnet", resnet_defaults,
               "Attention Branch Network on ResNet (Fukui et al. 2019)",
-              native={"abn": NativeMaps("att_map")}, rescore="abn", feature_split=True,
+              native={"abn": ABN_MAPS}, rescore="abn", feature_split=True,
               loss="abn")
 class ABNResNet(ABNHead, ResNet):
     """ResNet cut after its second-to-last stage, with an attention branch in between.

@@ -14,9 +14,8 @@ import torch
 from efficientnet_lite_pytorch.model import MBConvBlock
 from torch import nn
 
-from ..capabilities import NativeMaps
 from ..weights import read_state_dict
-from .abn_head import ABNHead
+from .abn_head import ABN_MAPS, ABNHead
 from .arch import architecture
 from .efficientnet import EfficientNetLite0, weights_path
 
@@ -25,7 +24,7 @@ SPLIT = 11  # first block of the perception branch
 
 @architecture("abn_efficientnet_lite0", lambda size: {"image_size": size},
               "ABN on ImageNet-pretrained EfficientNet-Lite0 (224 px RGB)",
-              native={"abn": NativeMaps("att_map")}, rescore="abn", feature_split=True,
+              native={"abn": ABN_MAPS}, rescore="abn", feature_split=True,
               loss="abn")
 class ABNEfficientNetLite0(ABNHead):
     cam_layer = "backbone.head_act"

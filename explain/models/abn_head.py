@@ -21,6 +21,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..capabilities import NativeMaps
+
+# Where every ABN's map is read, and what it means (the caption pictures print under it).
+ABN_MAPS = NativeMaps("att_map", caption="ABN attention map M(x): where the attention branch "
+                      "sees class evidence; the features are reweighted by it, (1 + M) * g(x), "
+                      "before the perception branch classifies")
+
 
 class ABNOutput(NamedTuple):
     logits: torch.Tensor      # perception branch (the prediction)

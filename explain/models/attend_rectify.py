@@ -107,7 +107,10 @@ class AROutput(NamedTuple):
 
 @architecture("attend_rectify", wrn_defaults,
               "Attend and Rectify on a Wide ResNet (Rodriguez et al. 2018)",
-              native={"attend_rectify": NativeMaps("attention.*.gated_heads")},
+              native={"attend_rectify": NativeMaps(
+                  "attention.*.gated_heads", caption="Attend-and-Rectify: the module's attention "
+                  "heads weighted by their gates; each head looks at one part, so the map is "
+                  "spotty by design")},
               loss="attend_rectify")
 class AttendRectifyWRN(nn.Module):
     """Wide ResNet (groups `layer1..G` of `depths[i]` pre-activation blocks, widths `widths`)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..capabilities import NativeMaps
 from .abn import ABNResNet
+from .abn_head import ABN_MAPS
 from .arch import architecture
 from .resnet import resnet_defaults
 
@@ -52,7 +53,10 @@ def mc_dropout(net: nn.Module) -> Iterator[None]:
 
 @architecture("bayes_abn_resnet", resnet_defaults,
               "Bayesian ABN: ABN with Monte-Carlo dropout (Tsukahara et al. 2020)",
-              native={"bayes_abn": NativeMaps("att_map"), "abn": NativeMaps("att_map")},
+              native={"bayes_abn": NativeMaps(
+                  "att_map", caption="Bayesian ABN: the mean attention map over Monte-Carlo "
+                  "dropout passes; @std is their standard deviation, the map's uncertainty"),
+                  "abn": ABN_MAPS},
               rescore="abn", feature_split=True, loss="abn")
 class BayesABNResNet(ABNResNet):
     """ABN-ResNet with MC dropout; `samples` is the default number of passes T."""

@@ -70,7 +70,9 @@ class CBAM(nn.Module):
 
 @architecture("cbam_resnet", gated_resnet_defaults,
               "CBAM-ResNet (Woo et al. 2018), official CBAM parameter names",
-              native={"cbam": NativeMaps("layer*.cbam.SpatialGate.sigmoid")})
+              native={"cbam": NativeMaps(
+                  "layer*.cbam.SpatialGate.sigmoid", caption="CBAM spatial gate: the sigmoid "
+                  "weight the block puts on each position of its features (one map per block)")})
 class CBAMResNet(GatedResNet):
     """ResNet with CBAM in every residual block (after the last BN, before the add)."""
     gate_name, gate = "cbam", CBAM

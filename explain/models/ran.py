@@ -140,12 +140,17 @@ def ran_defaults(size: int, depths_224: tuple[int, ...] = (1, 1, 1, 0)) -> dict:
             "poolings": (3, 2, 1, 0), "stem": "imagenet"}
 
 
+RAN_MAPS = NativeMaps("layer*.mask", channel_mean=True, caption="RAN soft mask: the channel "
+                     "mean of the module's sigmoid mask, (1 + M) * trunk; soft attention over "
+                     "features, so it can be high on background")
+
+
 @architecture("ran92", partial(ran_defaults, depths_224=(1, 2, 3, 0)),
               "Residual Attention Network: Attention-92 at 224 px",
-              native={"ran": NativeMaps("layer*.mask", channel_mean=True)})
+              native={"ran": RAN_MAPS})
 @architecture("ran", ran_defaults,  # (decorators apply bottom-up: ran registers first)
               "Residual Attention Network (Wang et al. 2017): Attention-56 at 224 px",
-              native={"ran": NativeMaps("layer*.mask", channel_mean=True)})
+              native={"ran": RAN_MAPS})
 class ResidualAttentionNet(nn.Module):
     """Stem -> stages `layer1..N` (each: `units[i]` >= 1 residual units, the first with the
     stage's stride, then `depths[i]` attention modules with `poolings[i]` poolings) -> BN-ReLU ->

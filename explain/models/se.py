@@ -26,7 +26,9 @@ class SELayer(nn.Module):
 
 
 @architecture("se_resnet", gated_resnet_defaults, "SE-ResNet (Hu et al. 2018)",
-              native={"se": NativeMaps("layer*.se.fc", kind="vector")})
+              native={"se": NativeMaps(
+                  "layer*.se.fc", kind="vector", caption="SE excitation: the sigmoid weight "
+                  "the block gives each channel, one bar per channel (no spatial map)")})
 class SEResNet(GatedResNet):
     """ResNet with an SE layer in every residual block."""
     gate_name, gate = "se", SELayer

@@ -279,6 +279,9 @@ window.editor = {current: () => Array.from(state.cur), state};
 (async function start() {
   try {
     state.config = await api("api/config");
+    const stops = [0, 32, 64, 96, 128, 160, 192, 224, 255].map(
+      (i) => `rgb(${state.config.lut[i].join(",")}) ${(100 * i / 255).toFixed(1)}%`);
+    $("ramp").style.background = `linear-gradient(to right, ${stops.join(", ")})`;
     $("model").textContent = `model ${state.config.model} · edits → ${state.config.edits}`;
     const none = new Option("(no label)", "");
     $("label").replaceChildren(none, ...state.config.classes.map((c, i) => new Option(c, String(i))));
