@@ -94,3 +94,14 @@ def test_explain_writes_whole_photo_pictures_and_a_crop_view_on_request(tmp_path
         pic = Image.open(rec["methods"]["abn"]["overlay"])
         assert pic.size[0] == 224 and pic.size[1] > 224  # 28 px scaled up, labels around it
         assert Image.open(rec["panel"]).size[0] == 3 * side + 2 * 4  # input, abn, gradcam
+
+
+def test_an_attention_query_is_marked_where_it_is_on_the_photo():
+    image = wide_photo()
+    _, geometry = IMAGENET.view(image)
+    m = torch.zeros(1, 1, 224, 224)
+    e = Explanation(m, m, torch.zeros(1, 2), torch.zeros(1), "attention",
+                    extras={"query": torch.tensor([[112, 112]])})
+    out = picture(e, 0, image, geometry)
+    # input pixel 112 (centre 112.5) -> 168.75 + 112.5 * 262.5 / 224 = 300.6 in the photo
+    assert (out[150, 300] == 255).all() and not (out[150, 330] == 255).all()
