@@ -9,7 +9,8 @@ from explain.catalog import SYNTHETIC
 
 from .common import add_model_args, device_arg, positive_int
 
-HELP = "measure explanation methods: deletion/insertion AUC, pointing games, WR, sanity check"
+HELP = ("measure explanation methods: deletion/insertion AUC, ROAD, pointing games, WR, "
+        "sanity check")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the first N images (0: all)")
     p.add_argument("--steps", type=positive_int, default=16,
                    help="deletion/insertion steps (H*W/steps pixels each)")
+    p.add_argument("--road", action="store_true",
+                   help="also ROAD (remove and debias, Rong et al. 2022): the target's "
+                        "probability with 10..90%% of the pixels removed most- (MoRF) and "
+                        "least-relevant first (LeRF) and filled by noisy linear imputation; "
+                        "18 more forward passes and imputations per image")
     p.add_argument("--sanity-images", type=count, default=16,
                    help="images for the cascading-randomisation sanity check (0: skip it)")
     p.add_argument("--out", default="eval-out", help="output folder")
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     report, files = evaluate_on(model, args.data, select(model, args.methods), args.layer,
                                 args.boxes, args.gt, args.limit or None, args.batch_size,
                                 args.steps, args.sanity_images, args.seed, args.precision,
-                                args.out)
+                                args.out, road=args.road)
     if args.json:
         print(json.dumps(report.to_dict(), allow_nan=False))
     else:

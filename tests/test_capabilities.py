@@ -20,7 +20,8 @@ from explain.render import bars, overlay, tiles
 
 
 def test_select_reads_names_aliases_and_groups(tiny_abn, tiny_resnet_dir):
-    cams = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam"]
+    cams = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "hirescam",
+            "eigencam", "ablationcam"]
     assert select(tiny_abn) == ["abn", "gradcam"]
     assert select(tiny_abn, "Grad-CAM, abn,gradcam") == ["gradcam", "abn"]
     assert select(tiny_abn, "cam-family") == cams

@@ -11,7 +11,8 @@ from explain.errors import ExplainError
 from explain.methods import METHODS, Explainer, select
 from explain.methods.native import NativeMap
 
-OPTIONS = {"integrated_gradients": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}}
+OPTIONS = {"integrated_gradients": {"steps": 4}, "occlusion": {"window": 7, "stride": 7},
+           "smoothgrad": {"nt_samples": 4}}
 # every method an ABN can give: the CAM family, captum's, and its own native map (the other
 # architectures' native maps are tested with their models in test_native_maps.py, the
 # attention methods with attention models in test_attention.py)

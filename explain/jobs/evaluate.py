@@ -15,11 +15,12 @@ from ..pipeline import check_layer
 def evaluate_on(model: Model, data: str, methods: list[str], layer: str | None = None,
                 boxes: str | None = None, gt: str = "box", limit: int | None = None,
                 batch_size: int = 32, steps: int = 16, sanity_images: int = 16, seed: int = 0,
-                precision: str = "fp32", out: str | Path | None = None, progress: bool = True
-                ) -> tuple[Report, dict[str, Path]]:
+                precision: str = "fp32", out: str | Path | None = None, progress: bool = True,
+                road: bool = False) -> tuple[Report, dict[str, Path]]:
     """The report of `methods` on the first `limit` test images of `data` (a name in
     explain.datasets.SYNTHETIC, or an image folder), and the files written to `out`
-    (metrics.json, metrics.csv, curves.png, sanity.png; none without `out`)."""
+    (metrics.json, metrics.csv, curves.png, sanity.png; none without `out`). `road` adds
+    ROAD (MoRF and LeRF)."""
     check_layer(model, methods, layer)
     if data in SYNTHETIC:
         if boxes:
@@ -29,5 +30,5 @@ def evaluate_on(model: Model, data: str, methods: list[str], layer: str | None =
     else:
         source = folder_source(model, data, boxes, batch_size, limit)
     report = evaluate(model, source, methods, layer, steps, sanity_images, seed,
-                      precision=precision, progress=progress)
+                      precision=precision, progress=progress, road=road)
     return report, write_outputs(report, Path(out)) if out is not None else {}

@@ -23,10 +23,11 @@ from .native import NativeMap, native_method
 
 for _name in dict.fromkeys(n for arch in ARCHS.values() for n in arch.caps.native):
     register(native_method(_name))
-# The CAM family, captum's methods, then the attention methods register themselves (after
-# the maps: registry order)
+# The CAM family, captum's methods and FullGrad, then the attention methods register
+# themselves (after the maps: registry order)
 from . import cam  # noqa: E402,F401,I001
 from . import attribution  # noqa: E402,F401
+from . import fullgrad  # noqa: E402,F401
 from . import attention  # noqa: E402,F401
 
 

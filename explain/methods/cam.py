@@ -11,7 +11,9 @@ from torch import nn
 
 from ..errors import ExplainError
 from ..explanation import normalise
-from .core import Method, register
+from ..hooks import Hooks
+from ..tokens import channel_axis
+from .core import Method, find_module, register
 
 
 @register
@@ -118,3 +120,70 @@ class ScoreCAM(Method):
                 out = self.net(x[i:i + 1] * m).float().softmax(1)
                 scores[i, s:s + batch] = out[:, targets[i]]
         return F.relu((scores.softmax(1)[:, :, None, None] * acts.float()).sum(1, keepdim=True))
+
+
+@register
+class HiResCAM(GradCAMBase):
+    """Draelos & Carin 2020: the gradient times the activation position by position, summed
+    over channels (the gradient is not averaged over positions)."""
+    name = "hirescam"
+    aliases = ("hires-cam",)
+
+    def weights(self, acts, grads):
+        return grads
+
+
+@register
+class EigenCAM(Method):
+    """Muhammad & Yeasin 2020: the first principal component of the activations, no class
+    and no gradient. The (positions x channels) matrix, centred over positions, is projected
+    on its first right singular vector; of the two signs the projection can take, the one
+    that correlates positively with the channel-mean activation; then ReLU."""
+    name = "eigencam"
+    aliases = ("eigen-cam",)
+    family = "cam"
+    uses_gradients = False
+
+    def compute(self, x, acts, logits, targets):
+        a = self.as_map(acts, x).float()
+        b, _, h, w = a.shape
+        m = a.flatten(2).transpose(1, 2)
+        m = m - m.mean(1, keepdim=True)                                   # (B, hw, K)
+        proj = (m @ torch.linalg.svd(m, full_matrices=False).Vh[:, 0, :, None])[..., 0]
+        mean = a.mean(1).flatten(1)
+        agree = ((proj - proj.mean(1, keepdim=True)) * (mean - mean.mean(1, keepdim=True))).sum(1)
+        sign = torch.where(agree < 0, -1.0, 1.0)[:, None]
+        return F.relu(proj * sign).view(b, 1, h, w)
+
+
+@register
+class AblationCAM(Method):
+    """Desai & Ramaswamy 2020: w_k = (y_c - y_c^k) / y_c with y_c the target's score and
+    y_c^k the score with channel k of the layer set to zero; ReLU(sum_k w_k A_k). One
+    forward pass per channel, batched (option `batch_size`, default 64)."""
+    name = "ablationcam"
+    aliases = ("ablation-cam",)
+    family = "cam"
+    uses_gradients = False
+
+    def compute(self, x, acts, logits, targets):
+        batch = int(self.options.get("batch_size", 64))
+        axis = channel_axis(acts, tuple(x.shape[-2:]))
+        b, k = x.shape[0], acts.shape[axis]
+        mask: list[torch.Tensor] = []
+        scores = torch.empty(b, k, device=x.device)
+        with Hooks() as hooks:
+            hooks.forward(find_module(self.net, self.layer), lambda mod, inp, out: out * mask[0])
+            for s in range(0, k, batch):
+                n = min(batch, k - s)
+                m = torch.ones(n, k, device=x.device, dtype=acts.dtype)
+                m[torch.arange(n), s + torch.arange(n)] = 0
+                shape = [1] * acts.ndim
+                shape[0], shape[axis] = n, k
+                mask[:] = [m.view(shape)]
+                for i in range(b):
+                    out = self.net(x[i:i + 1].expand(n, *x.shape[1:])).float()
+                    scores[i, s:s + n] = out[:, targets[i]]
+        y = logits.float().gather(1, targets[:, None])
+        w = (y - scores) / torch.where(y != 0, y, torch.ones_like(y))
+        return F.relu((w[:, :, None, None] * self.as_map(acts, x).float()).sum(1, keepdim=True))

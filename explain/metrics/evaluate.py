@@ -19,6 +19,7 @@ from .faithfulness import auc, confidence_change, perturbation_curves, step_coun
 from .localisation import (energy_pointing_game, pointing_game, pointing_tolerance, wr_threshold,
                            wrong_reason)
 from .maps import constant, finite
+from .road import PERCENTS as ROAD_PERCENTS, road_scores
 from .sanity import sanity_check
 from .sources import EvalBatch, Source
 from .stats import Stat, summarise
@@ -36,6 +37,8 @@ METRICS: dict[str, Metric] = {
     "energy_pointing_game": Metric("energy pointing game", "higher", 3),
     "deletion_auc": Metric("deletion AUC", "lower", 3),
     "insertion_auc": Metric("insertion AUC", "higher", 3),
+    "road_morf": Metric("ROAD MoRF (mean prob., 10-90% removed)", "lower", 3),
+    "road_lerf": Metric("ROAD LeRF (mean prob., 10-90% removed)", "higher", 3),
     "average_drop": Metric("average drop %", "lower", 1),
     "increase_in_confidence": Metric("increase in confidence %", "higher", 1),
     "wrong_reason": Metric("wrong-reason score WR %", "lower", 1),
@@ -101,16 +104,21 @@ def perturbed_forward(net: torch.nn.Module, precision: str = "fp32"
 
 
 def score_batch(forward: Callable[[torch.Tensor], torch.Tensor], e: Explanation,
-                x: torch.Tensor, batch: EvalBatch, steps: int, batch_size: int, seed: int
-                ) -> dict[str, torch.Tensor]:
+                x: torch.Tensor, batch: EvalBatch, steps: int, batch_size: int, seed: int,
+                road: bool = False) -> dict[str, torch.Tensor]:
     """Per-image values of every metric this batch's ground truth allows (WR, which needs
-    the whole set's threshold, excepted), plus the deletion/insertion curves."""
+    the whole set's threshold, excepted), plus the deletion/insertion curves; with `road`,
+    ROAD's MoRF and LeRF means."""
     maps, t = _scored_maps(e), e.targets
     out: dict[str, torch.Tensor] = {}
     for mode in ("deletion", "insertion"):
         out[f"{mode}_curve"], fractions = perturbation_curves(forward, x, maps, t, mode, steps,
                                                               batch_size, seed)
         out[f"{mode}_auc"] = auc(out[f"{mode}_curve"], fractions)
+    if road:
+        for order in ("morf", "lerf"):
+            out[f"road_{order}"] = road_scores(forward, x, maps, t, order,
+                                               batch_size=batch_size, seed=seed).mean(1)
     clean = e.probs.gather(1, t[:, None])[:, 0]
     out["average_drop"], out["increase_in_confidence"] = confidence_change(
         forward, x, maps, t, clean, batch_size)
@@ -129,8 +137,9 @@ def sanity_stats(model: Model, method: str, x: torch.Tensor, layer: str | None, 
 
 def evaluate(model: Model, source: Source, methods: list[str], layer: str | None = None,
              steps: int = 16, sanity_images: int = 16, seed: int = 0, batch_size: int = 256,
-             precision: str = "fp32", progress: bool = True) -> Report:
-    """Run `methods` on `source` and measure every metric the source's ground truth allows."""
+             precision: str = "fp32", progress: bool = True, road: bool = False) -> Report:
+    """Run `methods` on `source` and measure every metric the source's ground truth allows
+    (and with `road`, ROAD: explain.metrics.road)."""
     forward = perturbed_forward(model.net.eval(), precision)
     per: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in methods}
     counts = {m: {"constant_maps": 0, "nonfinite_maps": 0} for m in methods}
@@ -153,7 +162,7 @@ def evaluate(model: Model, source: Source, methods: list[str], layer: str | None
             if e.kind == "vector":  # not a map (SE excitations): nothing to measure
                 flat.add(m)
                 continue
-            for k, v in score_batch(forward, e, x, batch, steps, batch_size, seed).items():
+            for k, v in score_batch(forward, e, x, batch, steps, batch_size, seed, road).items():
                 per[m][k].append(v)
             maps = _scored_maps(e)[:, 0].cpu()
             counts[m]["constant_maps"] += int((constant(maps) & finite(maps)).sum())
@@ -184,7 +193,8 @@ def evaluate(model: Model, source: Source, methods: list[str], layer: str | None
     pixels = size[0] * size[1] if size else 0
     fractions = [round(c / pixels, 5) for c in step_counts(pixels, steps)] if size else []
     settings = {"steps": steps, "pointing_tolerance_px": pointing_tolerance(size) if size else None,
-                "seed": seed, "layer": layer, "sanity_images": len(xs), "precision": precision}
+                "seed": seed, "layer": layer, "sanity_images": len(xs), "precision": precision,
+                "road_percents": list(ROAD_PERCENTS) if road else None}
     notes = list(source.notes) + [f"{m}: no spatial map, not measured" for m in sorted(flat)]
     return Report(model.name, source.name, seen, methods, settings,
                   correct / known if known else None, metrics, {m: counts[m] for m in methods},
