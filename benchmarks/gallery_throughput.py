@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=2000, help="images in the full gallery")
     p.add_argument("--small", type=int, default=500, help="images in the small gallery (RSS)")
     p.add_argument("--methods", default="abn,gradcam,gradcampp")
-    p.add_argument("--model", default="abn", help="registry name; falls back to an untrained "
+    p.add_argument("--model", default="abn_fmnist", help="registry name; falls back to an untrained "
                                                   "ABN-ResNet-20 when it is not there")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)

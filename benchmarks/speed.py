@@ -117,7 +117,7 @@ def measure(reps: int = 15, quick: bool = False) -> list[dict]:
         rows += case("ABN-ResNet-50 (random weights)",
                      Model("abn_resnet50", abn50, IMAGENET, [], {"abn": "att_map"}, "layer4"),
                      x224, ["abn"], reps)
-    for name in ("abn", "resnet"):
+    for name in ("abn_fmnist", "resnet"):
         try:
             m = create_model(name)
         except Exception:  # noqa: BLE001 - zoo checkpoint not trained yet

@@ -4,6 +4,7 @@ of many images (a row each, a column per map), with overlays, a manifest and a c
 from __future__ import annotations
 
 import argparse
+import sys
 
 from explain.paths import display
 
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.out, args.model, args.weights, args.device, args.methods, args.layer,
         args.title, args.size, args.alpha, args.cmap, args.batch_size, args.workers, args.limit,
         args.resume, args.progress)
+    if leader and summary.outside:
+        print(f"warning: {summary.outside} of {summary.rows} images are outside the domain of "
+              f"{args.model} ({summary.domain}); the page marks them", file=sys.stderr)
     if leader:
         print(f"gallery: {summary.rows} rows ({summary.new} written now, {summary.skipped} "
               f"already done), {summary.errors} unreadable, {summary.seconds:.1f} s "

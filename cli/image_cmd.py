@@ -54,15 +54,13 @@ def run(args: argparse.Namespace) -> int:
                         args.alpha, args.cmap, args.contour, args.save_maps, args.query,
                         args.view, args.columns)
     check(model, methods, opts)  # before any work
-    if model.input.size != (224, 224) and model.input.resize is None and not args.json:
-        print(f"note: {model.name} takes {model.input.size[1]}x{model.input.size[0]} "
-              f"{'grayscale' if model.input.channels == 1 else 'RGB'} input; images are resized "
-              "to that, as its card says", file=sys.stderr)
     failed = 0
     for record in explain_images(model, paths, methods, opts):
         if "error" in record:
             failed += 1
             print(f"error: {record['error']}", file=sys.stderr)
+        for warning in record.get("warnings", []):
+            print(f"warning: {record['image']}: {warning}", file=sys.stderr, flush=True)
         if args.json:
             print(to_json(record), flush=True)
         elif "error" not in record:

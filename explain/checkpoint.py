@@ -6,6 +6,11 @@ state (`train_state.pt`): each save fills a new folder `OUT/.ckpt-*`, then swaps
 symbolic link `OUT/last` to it with one atomic rename. A kill at any moment leaves `last`
 naming a complete, consistent checkpoint (the new one or the one before), never weights of
 one step with the optimizer state of another; folders it does not name are removed.
+
+An architecture built on package-installed weights (capability `pretrained`) is stored as
+what differs from them: the card's `base` names the weights file and its SHA-256, and
+loading puts `pretrained_state()` under the stored tensors. A checkpoint of a network
+distilled onto frozen ImageNet features is then a few MB, not the whole network.
 """
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .catalog import CARD
-from .errors import ExplainError
-from .models import build
+from .errors import ExplainError, WeightsError
+from .models import build, get_arch
 from .weights import load_weights, read_state_dict
 
 WEIGHTS = "model.safetensors"
@@ -36,9 +41,24 @@ def tensors_of(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
 
 
+def _base_of(net: nn.Module, card: dict) -> dict[str, torch.Tensor]:
+    """The tensors the card's architecture takes from installed weights ({} for others)."""
+    if not card.get("arch") or not get_arch(card["arch"]).caps.pretrained:
+        return {}
+    return (net.module if hasattr(net, "module") else net).pretrained_state()
+
+
 def save_checkpoint(out: str | os.PathLike, net: nn.Module, card: dict) -> Path:
+    """Weights and card into `out`; for a `pretrained` architecture only the tensors that
+    differ from the installed weights, the card naming those (`base`)."""
     out = Path(out)
-    atomic_write_bytes(out / WEIGHTS, st_save(tensors_of(net)))
+    tensors = tensors_of(net)
+    base = _base_of(net, card)
+    if base:
+        tensors = {k: v for k, v in tensors.items()
+                   if k not in base or not torch.equal(v, base[k].to(v.dtype))}
+        card = {**card, "base": get_arch(card["arch"]).cls.base_weights()}
+    atomic_write_bytes(out / WEIGHTS, st_save(tensors))
     atomic_write_text(out / CARD, json.dumps(card, indent=2, default=list) + "\n")
     return out
 
@@ -54,6 +74,22 @@ def read_card(path: str | os.PathLike) -> dict:
         raise ExplainError(f"{card_path}: corrupt model card ({e})") from None
 
 
+def load_into(net: nn.Module, card: dict, src: str | os.PathLike) -> nn.Module:
+    """Load the weights file `src` into `net` (built from `card`): over the installed
+    weights the card's `base` names, which must be the very file it was trained on."""
+    sd = read_state_dict(src)
+    if card.get("base"):
+        installed = get_arch(card["arch"]).cls.base_weights()
+        if installed["sha256"] != card["base"]["sha256"]:
+            raise WeightsError(
+                f"{src}: stores what differs from {card['base']['package']}'s "
+                f"{card['base']['file']} (sha256 {card['base']['sha256'][:12]}...), but the "
+                f"installed file is another (sha256 {installed['sha256'][:12]}...); install the "
+                "version named in pyproject.toml")
+        sd = {**_base_of(net, card), **sd}
+    return load_weights(net, sd, str(src))
+
+
 def load_checkpoint(path: str | os.PathLike, weights: str | os.PathLike | None = None
                     ) -> tuple[nn.Module, dict]:
     """Rebuild the network a card describes and load its weights (or `weights` instead)."""
@@ -61,8 +97,7 @@ def load_checkpoint(path: str | os.PathLike, weights: str | os.PathLike | None =
     card = read_card(path)
     directory = path if path.is_dir() else path.parent
     net = build(card["arch"], card["arch_kwargs"])
-    src = Path(weights) if weights else directory / WEIGHTS
-    load_weights(net, read_state_dict(src), str(src))
+    load_into(net, card, Path(weights) if weights else directory / WEIGHTS)
     return net.eval(), card
 
 

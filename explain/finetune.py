@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from .atomic import atomic_write_text
 from .checkpoint import read_card
+from .domain import describe, misfits
 from .edits import Edit, EditStore
 from .errors import ExplainError, ImageError
 from .explanation import upsample
 from .finetune_config import PAPER, Fill, FinetuneConfig
-from .images import load_image
+from .images import read_image
 from .labels import class_key, class_lookup
 from .losses import map_loss
 from .models import get_arch
@@ -159,32 +160,20 @@ def checkpoint_dir(name: str) -> Path:
                        "model.safetensors) or an embedded model; fine-tuning needs one", param="model")
 
 
-def outside_domain(model: Model, rgb: np.ndarray) -> str | None:
-    """Why an image (H, W, 3 uint8) is not one the model was trained on: another size for a
-    model that takes its images whole, or colour for a grayscale model. None when it fits."""
-    spec = model.input
-    h, w = rgb.shape[:2]
-    why = []
-    if spec.resize is None and (h, w) != tuple(spec.size):
-        why.append(f"{w}x{h} px, the model takes {spec.size[1]}x{spec.size[0]}")
-    if spec.channels == 1 and np.ptp(rgb.astype(np.int16), axis=2).max() > 8:
-        why.append("colour, the model takes grayscale")
-    return "; ".join(why) or None
-
-
 def check_domain(model: Model, paths: list[Path]) -> None:
     """Refuse edited images from outside the model's domain with one line: fine-tuning on
-    them would silently squeeze a photo into, say, a 28x28 grayscale Fashion-MNIST model."""
+    them would silently squeeze a photo into, say, a 28x28 grayscale Fashion-MNIST model
+    (explain.domain: the severe misfits)."""
     bad = []
     for p in paths:
         with contextlib.suppress(ImageError):  # unreadable files are reported by prepare()
-            why = outside_domain(model, load_image(p))
+            rgb, mode = read_image(p)
+            why = [m.text for m in misfits(model.input, rgb, mode, str(p)) if m.severe]
             if why:
-                bad.append(f"{p} ({why})")
+                bad.append(f"{p} ({'; '.join(why)})")
     if bad:
         raise ExplainError(f"{len(bad)} edited image(s) are not in the model's domain "
-                           f"({model.card.get('data', model.name)}): first {bad[0]}",
-                           param="edits")
+                           f"({describe(model)}): first {bad[0]}", param="edits")
 
 
 def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[EditedSamples, list[str]]:

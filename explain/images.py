@@ -73,6 +73,12 @@ def open_image_file(path: Path) -> BinaryIO:
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read `path` as an upright RGB uint8 array, or raise ImageError naming the problem."""
+    return read_image(path, max_pixels)[0]
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """`load_image`, and the file's own PIL mode ("RGB", "L", "I;16", "CMYK", ...): what
+    the conversion to 8-bit RGB started from."""
     path = Path(path)
     name = display(path)
     try:
@@ -91,7 +97,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
                 if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
                     raise ImageError(f"{name}: floating-point image holds NaN or infinite "
                                      "values")
-                return to_rgb(ImageOps.exif_transpose(im))
+                return to_rgb(ImageOps.exif_transpose(im)), im.mode
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -5,7 +5,7 @@ geometry from one to the other) next to the input tensor.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import torch
 
 from .errors import ExplainError, ImageError
 from .explanation import Explanation
-from .images import load_image
+from . import domain
+from .images import read_image
 from .methods import Explainer, method_class
 from .methods.core import find_module
 from .preprocess import Geometry
@@ -27,18 +28,23 @@ class Batch:
     views: np.ndarray          # (B, H, W, 3) uint8, what the model saw
     geometry: list[Geometry]
     images: list[np.ndarray]   # the original photos, (H_i, W_i, 3) uint8 each
+    outside: list[list[str]] = field(default_factory=list)  # why each is outside the domain
 
     def subset(self, keep: list[int]) -> "Batch":
-        return Batch([self.paths[i] for i in keep], self.x[keep], self.views[keep],
-                     [self.geometry[i] for i in keep], [self.images[i] for i in keep])
+        pick = (lambda items: [items[k] for k in keep] if items else items)
+        return Batch(pick(self.paths), self.x[keep], self.views[keep], pick(self.geometry),
+                     pick(self.images), pick(self.outside))
 
 
 def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[Path, str]]]:
-    """Load and preprocess `paths`; unreadable ones are returned as (path, message)."""
-    ok, errors, xs, views, geoms, images = [], [], [], [], [], []
+    """Load and preprocess `paths`; unreadable ones (and ones the model cannot be shown,
+    explain.domain) are returned as (path, message). Each image keeps the reasons it is
+    outside the model's domain ([] when it fits)."""
+    ok, errors, xs, views, geoms, images, outside = [], [], [], [], [], [], []
     for p in paths:
         try:
-            rgb = load_image(p)
+            rgb, mode = read_image(p)
+            reasons = domain.check(model.input, rgb, mode, str(p))
         except ImageError as e:
             errors.append((p, str(e)))
             continue
@@ -48,9 +54,10 @@ def prepare(model: Model, paths: list[Path]) -> tuple[Batch | None, list[tuple[P
         views.append(view)
         geoms.append(geom)
         images.append(rgb)
+        outside.append(reasons)
     if not ok:
         return None, errors
-    return Batch(ok, torch.stack(xs), np.stack(views), geoms, images), errors
+    return Batch(ok, torch.stack(xs), np.stack(views), geoms, images, outside), errors
 
 
 def own_layers_of(model: Model, methods: list[str]) -> dict[str, list[str]]:

@@ -93,7 +93,8 @@ class InputSpec:
 
         With `resize`: Resize(resize) then CenterCrop(size) in two steps, exactly as
         torchvision's transforms on a PIL image (the official evaluation scripts), so the
-        network sees the pixels it was evaluated on."""
+        network sees the pixels it was evaluated on. A one-channel model's view is gray
+        (ITU-R 601 luma, three equal channels): overlays show what it saw."""
         height, width = rgb.shape[:2]
         im = Image.fromarray(rgb)
         if self.resize is None:
@@ -101,6 +102,8 @@ class InputSpec:
         else:
             crop, resized = self._crop(width, height)
             im = im.resize(resized, Image.BILINEAR).crop(crop)
+        if self.channels == 1:
+            im = im.convert("L").convert("RGB")
         return np.array(im), Geometry(self.crop_box(width, height), (width, height))
 
     def normalise(self, view: np.ndarray) -> torch.Tensor:

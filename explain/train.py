@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Callable
 
@@ -26,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (WEIGHTS, load_checkpoint, load_training_state, save_checkpoint,
-                         save_training_state)
+from .checkpoint import (WEIGHTS, load_checkpoint, load_into, load_training_state, read_card,
+                         save_checkpoint, save_training_state)
+from .domain import domain_of
 from .errors import ExplainError
 from .losses import LOSSES
 from .models import build, get_arch
 from .precision import autocast_dtype
 from .trainsets import TrainSet, load_trainset
-from .weights import load_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TrainConfig:
     augment: bool = True
     limit: int | None = None        # train on the first N training samples only
     init: str | None = None         # start from this checkpoint's weights (fine-tuning)
+    freeze: list[str] = field(default_factory=list)  # modules kept fixed, see frozen_modules
     arch_kwargs: dict = field(default_factory=dict)
     command: str = ""
 
@@ -81,22 +83,38 @@ def augment(x: torch.Tensor, maps: list[torch.Tensor], g: torch.Generator, pad: 
     return warp(x), [warp(m) for m in maps]
 
 
+def frozen_modules(net: nn.Module, patterns: list[str]) -> list[nn.Module]:
+    """The modules named by fnmatch `patterns` on their paths (`att_layer`, `backbone.*conv*`);
+    the word `features` stands for the feature extractor of an architecture with a feature
+    split. A pattern that names nothing is an error (a typo would silently train it)."""
+    out: list[nn.Module] = []
+    for pattern in patterns:
+        found = net.feature_modules() if pattern == "features" else \
+            [m for name, m in net.named_modules() if name and fnmatchcase(name, pattern)]
+        if not found:
+            raise ExplainError(f"{pattern!r} names no module of {type(net).__name__}",
+                               param="freeze")
+        out += found
+    return out
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, data: TrainSet, device: torch.device, batch_size: int = 512,
              dtype: torch.dtype | None = None, branches: bool = False) -> dict[str, float]:
     """Top-1 accuracy of the prediction, and with `branches` (an ABN: its architecture
     declares re-scoring) of the attention branch too."""
     net.eval()
+    kw = {"from_features": True} if data.features else {}
     correct = att_correct = total = 0
     for batch in data.loader(batch_size, seed=0, epoch=0, shuffle=False):
         x, y = batch["x"].to(device), batch["y"].to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             if branches:
-                out = net.forward_all(x)
+                out = net.forward_all(x, **kw)
                 att_correct += (out.att_logits.argmax(1) == y).sum().item()
                 logits = out.logits
             else:
-                logits = net(x)
+                logits = net(x, **kw)
         correct += (logits.argmax(1) == y).sum().item()
         total += len(y)
     res = {"accuracy": correct / max(total, 1)}
@@ -138,6 +156,9 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     if train_set is None or test_set is None:
         train_set, test_set = load_trainset(cfg.data, seed=cfg.seed, limit=cfg.limit)
     arch = get_arch(cfg.arch)
+    if train_set.features not in (None, cfg.arch):
+        raise ExplainError(f"{cfg.data} holds features computed by {train_set.features}, "
+                           f"not by {cfg.arch}", param="data")
     size = train_set.input.size[0]
     if cfg.init:
         init_net, init_card = load_checkpoint(cfg.init)
@@ -148,10 +169,10 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
         kwargs = arch.kwargs(len(train_set.classes), train_set.input.channels, size,
                              **cfg.arch_kwargs)
         net = build(cfg.arch, kwargs)
-        if hasattr(net, "load_pretrained"):
+        if arch.caps.pretrained:
             net.load_pretrained()
     net = net.to(device).to(memory_format=torch.channels_last)
-    fixed = frozen(net) if frozen else []
+    fixed = (frozen(net) if frozen else []) + frozen_modules(net, cfg.freeze)
     for p in (p for m in fixed for p in m.parameters()):
         p.requires_grad_(False)
     params = trainable(net) if trainable else [p for p in net.parameters() if p.requires_grad]
@@ -167,7 +188,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     saved = load_training_state(out) if cfg.resume else None
     if saved:
         folder, state = saved
-        load_weights(net, read_state_dict(folder / WEIGHTS), str(folder / WEIGHTS))
+        load_into(net, read_card(folder), folder / WEIGHTS)
         opt.load_state_dict(state["optimizer"])
         epoch, start = int(state["epoch"]), int(state["step"])
         if rank == 0 and progress:
@@ -175,13 +196,16 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     elif cfg.resume and rank == 0:
         log.warning("resume: no saved state in %s; starting fresh", out)
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    loss_fn = loss_fn or LOSSES[arch.loss]
+    loss_fn = loss_fn or LOSSES[train_set.loss or arch.loss]
     dtype = autocast_dtype(cfg.precision, device)
-    loss_kwargs = loss_kwargs or {}
+    loss_kwargs = {**({"from_features": True} if train_set.features else {}), **(loss_kwargs or {})}
+    augment_x = cfg.augment and not train_set.features
     base_card = {"name": out.name, "arch": cfg.arch, "native_maps": arch.map_names,
                  "arch_kwargs": kwargs,
                  "classes": train_set.classes, "input": train_set.input.to_dict(),
                  "data": cfg.data, "seed": cfg.seed, "command": cfg.command,
+                 "domain": train_set.domain or domain_of({"data": cfg.data}, train_set.input,
+                                                         train_set.classes),
                  "config": asdict(cfg), "torch": torch.__version__}
     t0 = time.perf_counter()
     steps_done = 0
@@ -208,7 +232,7 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
                 group["lr"] = lr_at(step, total, cfg.lr, warmup)
             x, y = batch["x"].to(device), batch["y"].to(device)
             maps = [batch[k].to(device) for k in ("edit_map",) if k in batch]
-            if cfg.augment:
+            if augment_x:
                 g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
                 x, maps = augment(x, maps, g, pad=max(1, size // 14))
             extras = dict(batch, x=x, y=y, **dict(zip(("edit_map",), maps)))
@@ -236,13 +260,15 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     # the card reports the saved weights in fp32, as every later evaluation (eval, finetune
     # reports) scores them; bf16 autocast is for the training steps only
     scores = evaluate(net, test_set, device, branches=arch.caps.rescore is not None)
-    metrics = {f"test_{k}": round(v, 4) for k, v in scores.items()}
+    metrics = {f"test_{k.replace('accuracy', test_set.measures)}": round(v, 4)
+               for k, v in scores.items()}
     metrics["train_time_s"] = round(time.perf_counter() - t0, 1)
     metrics["test_images"] = len(test_set)
     if rank == 0:
         save_checkpoint(out, net, {**base_card, "epochs": cfg.epochs, "metrics": metrics})
         if progress:
-            log.info("%s: test accuracy %.4f", out, metrics["test_accuracy"])
+            log.info("%s: test %s %.4f", out, test_set.measures.replace("_", " "),
+                     metrics[f"test_{test_set.measures}"])
     if world > 1:
         dist.barrier()
     return out

@@ -2,10 +2,13 @@
 {"x": (B, C, H, W) normalised, "y": (B,)} plus optional per-sample extras.
 
 Array sets (Fashion-MNIST and its variants) are batched straight from memory
-(`__getitems__`); ImageFolders are decoded in DataLoader workers.
+(`__getitems__`); ImageFolders are decoded in DataLoader workers. Feature views (written
+by explain.distil) hold, per augmented view of a photo, the features of a frozen feature
+extractor and a teacher's logits: "x" is then g(x), not an image.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -15,6 +18,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from safetensors.torch import load_file
 
 from .datasets import SYNTHETIC, ArrayData, load_named
 from .errors import ExplainError, ImageError
@@ -45,8 +50,17 @@ class SeededBatches:
 
 
 class TrainSet(Dataset):
+    """`features`: the architecture whose frozen feature extractor computed the batches'
+    "x" (no augmentation then, and the network is called with from_features=True); None:
+    "x" are images. `loss`: the loss the data calls for (a key of explain.losses.LOSSES;
+    None: the architecture's own). `measures`: what top-1 against "y" measures. `domain`:
+    what a model trained on it knows (explain.domain; None: read off the data's name)."""
     classes: list[str]
     input: InputSpec
+    features: str | None = None
+    loss: str | None = None
+    measures: str = "accuracy"
+    domain: dict | None = None
 
     def loader(self, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0,
                world: int = 1, workers: int = 0, shuffle: bool = True) -> Iterable[dict]:
@@ -114,6 +128,48 @@ class FolderSet(TrainSet):
                 "y": torch.tensor([y for _, y in items], dtype=torch.long)}
 
 
+VIEWS = "views.json"
+
+
+class FeatureViews(TrainSet):
+    """One split ("train" or "test") of a feature-view folder (explain.distil): per view
+    the frozen features g (float16) and the teacher's logits; the label is the teacher's
+    top-1, so accuracy on it is top-1 agreement with the teacher."""
+    loss = "distil"
+    measures = "teacher_agreement"
+
+    def __init__(self, root: Path, split: str):
+        meta = read_views(root)
+        if not meta.get("complete"):
+            raise ExplainError(f"{root}: incomplete feature views (run the command that "
+                               f"wrote them again: {meta.get('command') or 'explain distil-views'})",
+                               param="data")
+        self.features, self.classes = meta["arch"], list(meta["classes"])
+        self.domain = meta.get("domain")
+        self.input = InputSpec.from_dict(meta["input"])
+        shards = [load_file(str(root / name)) for name in meta["shards"][split]]
+        if not shards:
+            raise ExplainError(f"{root}: no {split} views", param="data")
+        self.g = torch.cat([s["g"] for s in shards])
+        self.teacher = torch.cat([s["teacher"] for s in shards])
+        self.labels = self.teacher.argmax(1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        return {"x": self.g[i].float(), "y": self.labels[i], "teacher": self.teacher[i].float()}
+
+
+def read_views(root: Path) -> dict:
+    """The description of a feature-view folder (arch, classes, input, shards per split)."""
+    try:
+        return json.loads((root / VIEWS).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExplainError(f"{root / VIEWS}: unreadable ({e})", param="data") from None
+
+
 def scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str], int]:
     """(files with labels, class names, number skipped). Each image is decoded once here so
     that corrupt files are found before training, not in the middle of an epoch."""
@@ -167,6 +223,8 @@ def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET,
         test = load_named(data, "test", seed)
         return ArraySet(train), ArraySet(test, mean=train.mean, std=train.std)
     root = Path(data)
+    if (root / VIEWS).is_file():
+        return FeatureViews(root, "train"), FeatureViews(root, "test")
     held = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
     if (root / "train").is_dir() and held is not None:
         tr, classes, _ = scan_folder(root / "train")

@@ -20,6 +20,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from explain.atomic import check_writable
+from explain.domain import describe
 from explain.errors import ExplainError
 from explain.explanation import Explanation
 from explain.paths import display
@@ -60,6 +61,8 @@ class Summary:
     skipped: int = 0     # finished before (--resume)
     errors: int = 0      # rows with an error marker
     seconds: float = 0.0
+    outside: int = 0     # rows outside the model's domain
+    domain: str = ""     # the model's domain (explain.domain.describe)
 
 
 def settings_for(model: Model, opts: Options) -> dict:
@@ -67,7 +70,7 @@ def settings_for(model: Model, opts: Options) -> dict:
     return {"title": opts.title, "model": model.name, "methods": opts.methods,
             "classes": model.classes, "layer": opts.layer, "size": opts.style.size,
             "thumb": opts.style.thumb, "alpha": opts.style.alpha, "cmap": opts.style.cmap,
-            "input": model.input.to_dict(),
+            "input": model.input.to_dict(), "domain": describe(model),
             "captions": {m: model.caption(m) for m in opts.methods if model.caption(m)}}
 
 
@@ -84,16 +87,19 @@ def error_row(item: Item, message: str, classes: list[str]) -> dict:
             "prob": None, "correct": None, "files": {}, "thumbs": {}}
 
 
-def prediction_rows(items: list[Item], expl: Explanation, model: Model, k: int = 3) -> list[dict]:
-    """One row per image: the class every map explains (top-1), its probability, top-k."""
+def prediction_rows(items: list[Item], expl: Explanation, model: Model, outside: list[list[str]],
+                    k: int = 3) -> list[dict]:
+    """One row per image: the class every map explains (top-1), its probability, top-k, and
+    why the image is outside the model's domain (explain.domain; [] when it fits)."""
     probs, idx = (t.cpu() for t in expl.topk(k))
     rows = []
-    for item, p, i in zip(items, probs.tolist(), idx.tolist()):
+    for item, p, i, why in zip(items, probs.tolist(), idx.tolist(), outside):
         row = _base_row(item, model.classes)
         truth = row["truth_index"]
         rows.append({**row, "error": None, "pred": i[0], "label": model.class_name(i[0]),
                      "prob": round(p[0], 6), "correct": None if truth is None else i[0] == truth,
-                     "top": [[model.class_name(c), round(q, 6)] for c, q in zip(i, p)]})
+                     "top": [[model.class_name(c), round(q, 6)] for c, q in zip(i, p)],
+                     "outside": why})
     return rows
 
 
@@ -171,7 +177,8 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
             record(failed)
             if batch.items:
                 expl = explain_batch(model, batch.x, opts.methods, opts.layer)
-                rows = prediction_rows(batch.items, next(iter(expl.values())), model)
+                rows = prediction_rows(batch.items, next(iter(expl.values())), model,
+                                       batch.outside)
                 record(writer.submit(rows, batch.views, {m: e.cpu() for m, e in expl.items()}))
             publisher.maybe(written)
     finally:
@@ -232,5 +239,6 @@ def build_gallery(model: Model, items: list[Item], out: str | Path, opts: Option
     summary = None
     if group.leader:
         summary = Summary(out, len(rows), new, skipped, sum(1 for r in rows if r.get("error")),
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, sum(1 for r in rows if r.get("outside")),
+                          settings["domain"])
     return group.share(summary)

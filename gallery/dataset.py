@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from explain.errors import ImageError
-from explain.images import load_image
+from explain import domain
+from explain.images import read_image
 from explain.preprocess import InputSpec
 
 from .inputs import Item
@@ -22,6 +23,7 @@ class Decoded:
     x: torch.Tensor          # (B, C, H, W) normalised
     views: torch.Tensor      # (B, H, W, 3) uint8, what the model saw
     failed: list[tuple[Item, str]]
+    outside: list[list[str]]  # per decoded image: why it is outside the model's domain
 
 
 class ImageSet(Dataset):
@@ -31,23 +33,26 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[Item, torch.Tensor | None, np.ndarray | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[Item, torch.Tensor | None, np.ndarray | None,
+                                           str | None, list[str]]:
         item = self.items[i]
         try:
-            x, view, _ = self.spec(load_image(item.path))
+            rgb, mode = read_image(item.path)
+            outside = domain.check(self.spec, rgb, mode, str(item.path))
+            x, view, _ = self.spec(rgb)
         except ImageError as e:
-            return item, None, None, str(e)
-        return item, x, view, None
+            return item, None, None, str(e), []
+        return item, x, view, None, outside
 
 
 def collate(samples: list) -> Decoded:
     ok = [s for s in samples if s[3] is None]
+    failed = [(s[0], s[3]) for s in samples if s[3] is not None]
     if not ok:
-        return Decoded([], torch.empty(0), torch.empty(0, dtype=torch.uint8),
-                       [(s[0], s[3]) for s in samples])
+        return Decoded([], torch.empty(0), torch.empty(0, dtype=torch.uint8), failed, [])
     return Decoded([s[0] for s in ok], torch.stack([s[1] for s in ok]),
-                   torch.from_numpy(np.stack([s[2] for s in ok])),
-                   [(s[0], s[3]) for s in samples if s[3] is not None])
+                   torch.from_numpy(np.stack([s[2] for s in ok])), failed,
+                   [s[4] for s in ok])
 
 
 def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int) -> DataLoader:

@@ -96,9 +96,10 @@ def write_manifest(out: Path, settings: dict, rows: list[dict]) -> None:
     methods = settings["methods"]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(CSV_FIELDS + ["input"] + methods)
+    w.writerow(CSV_FIELDS + ["outside_domain", "input"] + methods)
     for r in rows:
         files = r.get("files", {})
         w.writerow([r.get(k, "") if r.get(k) is not None else "" for k in CSV_FIELDS]
+                   + ["; ".join(r.get("outside") or [])]
                    + [files.get("input", "")] + [files.get(m, "") for m in methods])
     atomic_write_text(out / "manifest.csv", buf.getvalue())

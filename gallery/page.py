@@ -35,7 +35,7 @@ def gradient(cmap: str, stops: int = 11) -> str:
 
 
 def render_page(settings: dict, rows: list[dict]) -> str:
-    data = {k: settings[k] for k in ("title", "model", "methods", "classes")}
+    data = {k: settings.get(k) for k in ("title", "model", "methods", "classes", "domain")}
     data["captions"] = settings.get("captions", {})
     data["legend"] = gradient(settings.get("cmap", "jet"))
     data["rows"] = rows

@@ -83,13 +83,13 @@ def test_weights_that_are_not_real_numbers_are_refused(tmp_path, capsys, how, su
     else:
         save_file(sd, path)
     capsys.readouterr()
-    code = main([str(SHOE), "--model", "abn", "--weights", str(path), "--json",
+    code = main([str(SHOE), "--model", "abn_fmnist", "--weights", str(path), "--json",
                  "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and not (tmp_path / "out").exists()
     assert len(err.splitlines()) == 1 and str(path) in err and first_bad in err
     with pytest.raises(WeightsError, match="refused"):
-        create_model("abn", weights=str(path))
+        create_model("abn_fmnist", weights=str(path))
 
 
 def nan_net() -> torch.nn.Module:

@@ -50,6 +50,9 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
     check_writable(out_dir)
     log.info("loading %s", data)
     base, test = load_trainset(data, seed=cfg.seed, spec=net.input)
+    if base.features:
+        raise ExplainError(f"{data} holds precomputed features, not images; fine-tuning on "
+                           "edits needs images: an image folder (class sub-folders)", param="data")
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
     test = limit(exclude(align_classes(test, net.classes, data), used), held_out, cfg.seed)

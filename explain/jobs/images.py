@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .. import domain
 from ..atomic import atomic_open, check_writable
 from ..errors import ExplainError
 from ..images import path_digest
@@ -54,9 +55,9 @@ def check(model: Model, methods: list[str], opts: ImageOptions) -> None:
 def explain_images(model: Model, paths: list[Path], methods: list[str], opts: ImageOptions
                    ) -> Iterator[dict]:
     """One record per image, batch by batch (a batch's unreadable images first):
-    {"image", "topk": [{"index", "name", "probability"}], "methods": {method: {"overlay",
-    "target", "peak" (x, y in the original image), "map"?}}, "panel"}, or {"image", "error"}.
-    Peaks are placed on the original picture; files are written atomically. Paths in records
+    {"image", "topk": [{"index", "name", "probability"}], "warnings": [outside the model's
+    domain, explain.domain], "methods": {method: {"overlay", "target", "peak" (x, y in the
+    original image), "map"?}}, "panel"}, or {"image", "error"}. Peaks are placed on the original picture; files are written atomically. Paths in records
     are printable (explain.paths.display)."""
     check(model, methods, opts)
     names = dict(zip(paths, unique_stems(paths)))
@@ -93,17 +94,15 @@ def _queries(model: Model, batch: Batch | None, query: tuple[float, float] | Non
     return batch.subset(keep), torch.tensor([points[i] for i in keep])
 
 
-def _record(model: Model, opts: ImageOptions, stem: str, path: Path, geometry, expl: dict,
-            drawn: dict, view: np.ndarray, top: list[tuple[float, int]], i: int) -> dict:
-    """Write image `i`'s overlays, maps and panel; its record."""
-    out = opts.out
 def _record(model: Model, opts: ImageOptions, stem: str, path: Path, batch: Batch,
             expl: dict, top: list[tuple[float, int]], i: int) -> dict:
-    """Write image `i`'s pictures, maps and panel; its record."""
-    out, geometry = opts.out, batch.geometry[i]
+    """Write image `i`'s pictures, maps and panel; its record. An image outside the
+    model's domain gets its warning, and its panel shows the original beside the view the
+    model saw."""
+    out, geometry, outside = opts.out, batch.geometry[i], batch.outside[i]
     record = {"image": display(path), "topk": [
         {"index": c, "name": model.class_name(c), "probability": round(q, 6)} for q, c in top],
-        "methods": {}}
+        "warnings": [domain.warning(model, outside)] if outside else [], "methods": {}}
     full = opts.view == "full"
     image, box = (batch.images[i], geometry) if full else (batch.views[i], None)
     side = max(320 if full else 224, model.input.size[0])  # panel tiles: longer side
@@ -123,9 +122,6 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, batch: Batc
         if "query" in e.extras:
             qx, qy = e.extras["query"][i].tolist()
             entry["query"] = list(geometry.to_original(qx, qy, model.input.size))
-        if "query" in e.extras:
-            qx, qy = e.extras["query"][i].tolist()
-            entry["query"] = list(geometry.to_original(qx, qy, model.input.size))
         if opts.save_maps:
             npy = out / f"{stem}_{m}.npy"
             with atomic_open(npy) as f:
@@ -136,9 +132,17 @@ def _record(model: Model, opts: ImageOptions, stem: str, path: Path, batch: Batc
     shown = mark_crop(batch.images[i], geometry) if full else batch.views[i]
     captions = dict.fromkeys(f"{m.partition('@')[0]}: {model.caption(m)}" for m in expl
                              if model.caption(m))
+    first, titles, header = [shown], ["input"], f"{best['name']} ({best['probability']:.1%})"
+    if outside:
+        (w, h), (sh, sw) = geometry.original_size, model.input.size
+        gray = " grayscale" if model.input.channels == 1 else ""
+        first = [batch.images[i], batch.views[i]]
+        titles = [f"original {w}x{h}", f"model saw {sw}x{sh}{gray}"]
+        data = domain.domain_of(model.card, model.input, model.classes)["data"]
+        header += f"   OUTSIDE THE MODEL'S DOMAIN ({data})"
     panel_file = out / f"{stem}_panel.png"
-    save_png(panel_file, panel([fit(shown, side, side)] + tiles, ["input"] + list(expl),
-                               f"{best['name']} ({best['probability']:.1%})", opts.columns,
-                               opts.cmap if spatial else None, list(captions)))
+    save_png(panel_file, panel([fit(t, side, side) for t in first] + tiles, titles + list(expl),
+                               header, opts.columns, opts.cmap if spatial else None,
+                               list(captions)))
     record["panel"] = display(panel_file)
     return record

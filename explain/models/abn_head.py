@@ -7,6 +7,9 @@ and wires the branches:
     attention branch  a = ReLU(bn_att2(att_conv(bn_att(trunk(g)))))
                       M(x) = sigmoid(bn_att3(att_conv3(a)))      (B, 1, h, w), at `att_map`
                       attention logits = GAP(att_conv2(dropout(a)))
+                                       = att_conv2(GAP(dropout(a)))  (both linear; the
+                                       second costs 1/(h*w) of the first: 1000 classes
+                                       at 14x14 made att_conv2 a third of the whole cost)
     perception branch g' = (1 + M) * g (the paper's residual form) or M * g, then `perceive`
 
 The head's modules keep the official names at the network's top level (`bn_att`,
@@ -62,11 +65,14 @@ class ABNHead(nn.Module):
         a = self.bn_att(self.attention_trunk(g))
         a = self.relu(self.bn_att2(self.att_conv(a)))
         att = self.att_map(self.bn_att3(self.att_conv3(a)))
-        att_logits = self.att_conv2(self.att_dropout(a)).mean(dim=(2, 3))
-        return att_logits, att
+        pooled = self.att_dropout(a).mean(dim=(2, 3), keepdim=True)
+        return self.att_conv2(pooled).flatten(1), att
 
-    def forward_all(self, x: torch.Tensor, att: torch.Tensor | None = None) -> ABNOutput:
-        g = self.features(x)
+    def forward_all(self, x: torch.Tensor, att: torch.Tensor | None = None,
+                    from_features: bool = False) -> ABNOutput:
+        """Both branches; `from_features`: x is g(x) already, computed beforehand by the
+        frozen feature extractor (training on precomputed views, explain.distil)."""
+        g = x if from_features else self.features(x)
         att_logits, m = self.attention(g)
         if att is not None:
             att = att.to(g.dtype)
@@ -76,9 +82,10 @@ class ABNHead(nn.Module):
         return ABNOutput(self.perceive(g, m if att is None else att), att_logits, m)
 
     def forward(self, x: torch.Tensor, att: torch.Tensor | None = None,
-                outputs: str = "logits") -> torch.Tensor | ABNOutput:
+                outputs: str = "logits", from_features: bool = False
+                ) -> torch.Tensor | ABNOutput:
         """Perception logits; `att` re-scores with that map in place of M(x);
         `outputs="all"` returns the ABNOutput (the trainer asks for it through forward, so
         that a DDP wrapper sees the call and synchronises gradients)."""
-        out = self.forward_all(x, att)
+        out = self.forward_all(x, att, from_features)
         return out if outputs == "all" else out.logits
