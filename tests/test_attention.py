@@ -311,6 +311,52 @@ def test_every_method_eval_offers_runs_on_the_attention_architectures(arch):
         assert e.maps.shape == (2, 1, 16, 16) and torch.isfinite(e.maps).all(), method
 
 
+class TimmStyleAttention(nn.Module):
+    """timm's Attention with fused attention off: softmax, then `attn_drop` (nn.Dropout)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        a = self.attn_drop((q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1))
+        return self.proj((a @ v).transpose(1, 2).reshape(b, t, c))
+
+
+def test_a_factory_declares_where_its_attention_is_read():
+    """A user's model (a timm ViT, say) names the module that outputs its softmax weights
+    by returning a Model with declared capabilities; DeiT's two leading tokens are found."""
+    from explain.capabilities import Capabilities
+
+    class DeiTLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 16, 4, stride=4)
+            self.tokens = nn.Parameter(torch.randn(1, 2, 16))  # CLS and distillation
+            self.blocks = nn.Sequential(*[nn.Sequential(TimmStyleAttention()) for _ in range(2)])
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.tokens.expand(len(x), -1, -1), t], 1)
+            for blk in self.blocks:
+                t = t + blk(t)
+            return self.head(t[:, 0])
+    torch.manual_seed(0)
+    net = DeiTLike().eval()
+    model = Model("deit-like", net, InputSpec(size=(16, 16)), ["a", "b", "c", "d"],
+                  caps=Capabilities(attention="blocks.*.0.attn_drop"))
+    x = torch.randn(2, 3, 16, 16)
+    e, a = first_output(net.blocks[1][0].attn_drop, lambda: Explainer(model, "attention")(x))
+    assert e.layer == "blocks.1.0.attn_drop" and e.raw.shape == (2, 2, 4, 4)
+    assert torch.allclose(e.raw, a[:, :, 0, 2:].reshape(2, 2, 4, 4))  # CLS row, 2 tokens dropped
+    g = Explainer(model, "grad_attention")(x)
+    assert g.raw.shape == (2, 1, 4, 4) and g.raw.max() > 0
+
+
 def test_select_offers_attention_only_where_there_is_attention(tiny_abn):
     vit = tiny("vit")
     assert select(vit) == ["attention", "gradcam"]
