@@ -12,16 +12,14 @@ the machine is shared, and a busy one slows every row alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from record import ROOT, under_load, write  # benchmarks/record.py
+
 GOAL_S = 1.0
 PY = [sys.executable]
 CASES = {  # label -> (argv, whether it is an `explain` command the goal covers)
@@ -73,21 +71,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7)
     args = ap.parse_args()
-    load_before = os.getloadavg()
-    rows = measure(args.reps)
-    load = [round(max(a, b), 2) for a, b in zip(load_before, os.getloadavg())]
+    rows, load = under_load(lambda: measure(args.reps))
     env = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "reps": args.reps,
            "load_average_1_5_15": load}
-    sys.path.insert(0, str(ROOT))
-    from explain.atomic import atomic_write_text
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "startup.json", json.dumps({"env": env, "rows": rows}, indent=2))
-    command = " ".join(["python", "benchmarks/startup.py", *sys.argv[1:]])
-    md = (f"Written by `{command}` (Python {env['python']}, {env['cpus']} CPUs, load average "
-          f"{' / '.join(map(str, load))} (1/5/15 min, the higher of before and after); "
-          f"median of {args.reps} fresh processes per row, interleaved).\n\n"
-          + to_markdown(rows) + "\n")
-    atomic_write_text(RESULTS / "startup.md", md)
+    md = write("startup", env, rows, f"Python {env['python']}, {env['cpus']} CPUs; median of "
+               f"{args.reps} fresh processes per row, interleaved", to_markdown(rows))
     print(md)
 
 

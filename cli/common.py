@@ -36,11 +36,37 @@ def _arch_names() -> str:
 NAMES: dict[str, Callable[[], str]] = {"<METHODS>": _method_names, "<ARCHS>": _arch_names}
 
 
+DEVICE_HELP = "auto (cuda where available, else cpu), cpu, cuda or cuda:N"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's help: each option's default said once -- not for flags, not where
+    the text says it already, never "None" -- and descriptions rewrapped paragraph by
+    paragraph (a blank line between them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if isinstance(action, argparse.BooleanOptionalAction) and "default" not in text:
+            return f"{text} (default: {action.option_strings[0 if action.default else 1]})"
+        if (action.default in (None, argparse.SUPPRESS) or action.nargs == 0
+                or "%(default)" in text or "default" in text.lower()):
+            return text
+        return text + " (default: %(default)s)"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(super(HelpFormatter, self)._fill_text(p, width, indent)
+                            for p in text.split("\n\n"))
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with registry names filled into help texts only when help is shown (see
-    NAMES), and "did you mean" for a mistyped option."""
+    NAMES), "did you mean" for a mistyped option, and HelpFormatter."""
 
     _argv: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         self._argv = list(sys.argv[1:] if args is None else args)
@@ -125,6 +151,9 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="comma-separated, from: <METHODS>; or 'all' (every "
                         "method the model gives), 'native' (its native maps), 'cam-family'. "
                         "Default: the model's native maps and gradcam")
+    p.add_argument("--scorecam-channels", type=count, default=64, metavar="K",
+                   help="Score-CAM masks the input with the K channels of highest mean "
+                        "activation (0: every channel, the method as published)")
     p.add_argument("--layer", help="target layer for CAM-family methods (default: automatic); "
                    "for a native method with several maps (RAN modules, CBAM/SE blocks, "
                    "Attend-and-Rectify modules) the one map to use (default: all of them)")
@@ -140,6 +169,16 @@ def point_arg(value: str) -> tuple[float, float]:
     if x < 0 or y < 0:
         raise argparse.ArgumentTypeError(f"{value}: pixels count from 0")
     return x, y
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The options add_model_args gives the methods (explain.pipeline.explain_batch)."""
+    return {"channels": args.scorecam_channels}
+
+
+def count(value: str) -> int:
+    """A positive integer, or 0 (meaning "all" or "none", as the option says)."""
+    return 0 if value.strip() == "0" else positive_int(value)
 
 
 def positive_int(value: str) -> int:
@@ -183,15 +222,29 @@ class _StderrLines(logging.Handler):
 
 
 @contextlib.contextmanager
+def _bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for one long library task (explain.progress); drawn only
+    where stderr is a terminal, and gone when the task ends."""
+    from tqdm import tqdm
+    with tqdm(total=total, desc=description, leave=False, file=sys.stderr, disable=None,
+              dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+@contextlib.contextmanager
 def library_messages() -> Iterator[None]:
-    """While a command runs, the library's warnings and progress notes reach stderr."""
+    """While a command runs, the library's warnings and progress notes reach stderr, and
+    its long tasks (Score-CAM's masked inputs, ...) show a progress bar."""
+    from explain import progress
     log = logging.getLogger("explain")
     handler, level = _StderrLines(), log.level
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    listener = progress.set_listener(_bar)
     try:
         yield
     finally:
+        progress.set_listener(listener)
         log.removeHandler(handler)
         log.setLevel(level)
 

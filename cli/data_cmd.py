@@ -19,13 +19,11 @@ MASKS/<class>/<split>_<index>.png (white = the region), named after their images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help=HELP, description=DESCRIPTION,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("data", help=HELP, description=DESCRIPTION)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    e = actions.add_parser("export", help="write NAME as an ImageFolder", description=DESCRIPTION,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = actions.add_parser("export", help="write NAME as an ImageFolder", description=DESCRIPTION)
     e.add_argument("name", choices=SYNTHETIC, metavar="NAME", help=", ".join(SYNTHETIC))
-    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--split", choices=["train", "test"], default="test", help="which split")
     e.add_argument("--limit", type=positive_int, help="only the first N images")
     e.add_argument("--seed", type=int, default=0, help="generator seed of the synthetic sets")
     e.add_argument("--out", required=True, metavar="DIR", help="ImageFolder to write")

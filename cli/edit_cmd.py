@@ -6,7 +6,7 @@ import sys
 
 from explain.atomic import check_writable
 
-from .common import device_arg, positive_int
+from .common import DEVICE_HELP, device_arg, positive_int
 
 HELP = "edit ABN attention maps in the browser (or import edits from map/mask files)"
 DESCRIPTION = """Starts a local web editor on 127.0.0.1 and prints its URL (with a random
@@ -20,16 +20,15 @@ the edits are made from files named after the images (IMAGE_STEM.png or .npy) an
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("edit", help=HELP, description=DESCRIPTION,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("edit", help=HELP, description=DESCRIPTION)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--model", required=True,
                    help="an ABN: registry name (e.g. abn) or checkpoint folder")
     p.add_argument("--edits", required=True, metavar="DIR", help="edit store folder")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     p.add_argument("--limit", type=positive_int, help="queue at most this many images")
-    p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--device", type=device_arg, default="cpu", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes shown per image")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from-maps", metavar="DIR",
                      help="grayscale PNGs (any size, any bit depth) or .npy files in [0, 1] "

@@ -7,7 +7,7 @@ import sys
 
 from explain.catalog import SYNTHETIC
 
-from .common import add_model_args, device_arg, positive_int
+from .common import DEVICE_HELP, add_model_args, count, device_arg, method_options, positive_int
 
 HELP = ("measure explanation methods: deletion/insertion AUC, ROAD, pointing games, WR, "
         "sanity check")
@@ -15,8 +15,8 @@ HELP = ("measure explanation methods: deletion/insertion AUC, ROAD, pointing gam
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=HELP + ". Prints a table of method x metric (mean [95%% bootstrap "
+        "eval", help=HELP,
+        description=HELP + ". Prints a table of method x metric (mean [95% bootstrap "
         "interval]) and writes OUT/metrics.json, OUT/metrics.csv, OUT/curves.png "
         "(deletion/insertion curves) and OUT/sanity.png (cascading randomisation). "
         "Localisation metrics need ground truth: the object box of cluttered-fmnist, the decoy "
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sanity-images", type=count, default=16,
                    help="images for the cascading-randomisation sanity check (0: skip it)")
     p.add_argument("--out", default="eval-out", help="output folder")
-    p.add_argument("--device", type=device_arg, default="cpu", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                    help="of the many perturbed forward passes (maps are always fp32); bf16 "
@@ -52,11 +52,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="tie-breaking and bootstrap seed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
-
-
-def count(value: str) -> int:
-    """A positive integer, or 0 (meaning "all" or "none", as the option says)."""
-    return 0 if value.strip() == "0" else positive_int(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     report, files = evaluate_on(model, args.data, select(model, args.methods), args.layer,
                                 args.boxes, args.gt, args.limit or None, args.batch_size,
                                 args.steps, args.sanity_images, args.seed, args.precision,
-                                args.out, road=args.road)
+                                args.out, road=args.road, options=method_options(args))
     if args.json:
         print(json.dumps(report.to_dict(), allow_nan=False))
     else:

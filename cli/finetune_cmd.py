@@ -7,7 +7,7 @@ from explain.catalog import SYNTHETIC
 from explain.errors import ExplainError
 from explain.finetune_config import PAPER, FinetuneConfig
 
-from .common import command_line, device_arg, positive_int
+from .common import DEVICE_HELP, command_line, device_arg, positive_int
 
 HELP = "fine-tune an ABN on edited attention maps; writes a checkpoint and a before/after report"
 DESCRIPTION = """Teaches an ABN what the edits say. Loss: L_att + L_per + gamma *
@@ -25,8 +25,7 @@ are skipped with a warning."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help=HELP, description=DESCRIPTION,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("finetune", help=HELP, description=DESCRIPTION)
     p.add_argument("--model", required=True, help="ABN checkpoint folder or embedded name (abn)")
     p.add_argument("--edits", required=True, metavar="DIR", help="edit store (explain edit)")
     p.add_argument("--data", help="unedited training samples and the held-out set: "
@@ -52,14 +51,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="weight of the map loss")
     p.add_argument("--edited-share", type=float, default=FinetuneConfig.edited_share,
                    help="share of every batch drawn from the edited images")
-    p.add_argument("--epochs", type=positive_int, default=FinetuneConfig.epochs)
+    p.add_argument("--epochs", type=positive_int, default=FinetuneConfig.epochs,
+                   help="passes of --steps batches")
     p.add_argument("--steps", type=positive_int, default=FinetuneConfig.steps,
                    help="batches per epoch")
     p.add_argument("--lr", type=float, default=FinetuneConfig.lr,
                    help="peak SGD learning rate (cosine)")
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="samples a batch")
+    p.add_argument("--seed", type=int, default=0, help="sampling and augmentation seed")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no random shifts and flips (applied to image and map alike)")
     p.add_argument("--out", help="checkpoint folder to write (default: ./<model>-finetuned)")

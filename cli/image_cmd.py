@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_args, device_arg, point_arg, positive_int, to_json
+from .common import (DEVICE_HELP, add_model_args, device_arg, method_options, point_arg,
+                     positive_int, to_json)
 
 HELP = "explain images: print top-k classes and write an overlay per method"
 
@@ -16,8 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=HELP + ". Writes OUT/<image>_<method>.png, the map over the whole photo "
                            "(the part the model did not see washed out and outlined) with a "
                            "title, a caption for native maps and a colour legend, and "
-                           "OUT/<image>_panel.png (the photo | one map per method, in rows).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           "OUT/<image>_panel.png (the photo | one map per method, in rows).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
     add_model_args(p)
     p.add_argument("--target", type=int, help="class index to explain (default: top-1)")
@@ -25,10 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="attention methods: the query position, in pixels of the original "
                         "image (default: the CLS token where the model has one, else the "
                         "image centre)")
-    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image")
     p.add_argument("--out", default="explain-out", help="output folder")
-    p.add_argument("--device", type=device_arg, default="cpu", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images a batch")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap")
     p.add_argument("--contour", action="store_true", help="draw the 50%% iso-line")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     methods = select(model, args.methods)
     opts = ImageOptions(Path(args.out), args.layer, args.target, args.topk, args.batch_size,
                         args.alpha, args.cmap, args.contour, args.save_maps, args.query,
-                        args.view, args.columns)
+                        args.view, args.columns, method_options(args))
     check(model, methods, opts)  # before any work
     failed = 0
     for record in explain_images(model, paths, methods, opts):

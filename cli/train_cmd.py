@@ -7,26 +7,25 @@ import json
 from explain.atomic import check_writable
 from explain.errors import ExplainError
 
-from .common import command_line, device_arg, positive_int
+from .common import DEVICE_HELP, command_line, device_arg, positive_int
 
 HELP = "train an (attention) architecture; writes a checkpoint and its model card"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help=HELP, description=HELP + ".",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help=HELP, description=HELP + ".")
     p.add_argument("--arch", required=True, type=arch_name, help="architecture: <ARCHS>")
     p.add_argument("--data", required=True,
                    help="fashion-mnist, cluttered-fmnist, decoy-fmnist, an ImageFolder "
                         "directory (class sub-folders; train/ + val/ used when present), or "
                         "a folder of feature views written by `explain distil-views`")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--epochs", type=positive_int, default=15)
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=15, help="passes over the data")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="samples a batch")
     p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (cosine schedule)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, data order and split seed")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 autocast where the hardware supports it")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (ImageFolders)")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +51,7 @@ class Options:
     resume: bool = False
     refresh_s: float = 2.0    # how often the page is rebuilt while the run goes
     progress: bool = True
+    method_options: dict = field(default_factory=dict)  # to every method (Score-CAM's channels)
 
 
 @dataclass
@@ -71,7 +72,8 @@ def settings_for(model: Model, opts: Options) -> dict:
             "classes": model.classes, "layer": opts.layer, "size": opts.style.size,
             "thumb": opts.style.thumb, "alpha": opts.style.alpha, "cmap": opts.style.cmap,
             "input": model.input.to_dict(), "domain": describe(model),
-            "captions": {m: model.caption(m) for m in opts.methods if model.caption(m)}}
+            "captions": {m: model.caption(m) for m in opts.methods if model.caption(m)},
+            "method_options": opts.method_options}
 
 
 def _base_row(item: Item, classes: list[str]) -> dict:
@@ -176,7 +178,8 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
                 log.error(row["error"])
             record(failed)
             if batch.items:
-                expl = explain_batch(model, batch.x, opts.methods, opts.layer)
+                expl = explain_batch(model, batch.x, opts.methods, opts.layer,
+                                     **opts.method_options)
                 rows = prediction_rows(batch.items, next(iter(expl.values())), model,
                                        batch.outside)
                 record(writer.submit(rows, batch.views, {m: e.cpu() for m, e in expl.items()}))

@@ -38,15 +38,19 @@ def _mosaic(out: Path, rows: list[dict], keys: list[str]) -> tuple[np.ndarray, i
 
 def write_contact_sheet(out: Path, settings: dict, rows: list[dict], count: int = 12
                         ) -> Path | None:
-    """A grid of the first `count` readable rows: the input, then one overlay per method."""
-    rows = [r for r in rows if not r.get("error")][:count]
+    """A grid of the first `count` readable rows: the input, then one overlay per method;
+    its title says how many of how many rows it shows."""
+    readable = [r for r in rows if not r.get("error")]
+    rows = readable[:count]
     if not rows:
         return None
+    shown = (f"first {len(rows)} of {len(readable)} rows; index.html has them all"
+             if len(readable) > len(rows) else f"all {len(rows)} rows")
     keys = [INPUT] + settings["methods"]
     grid, side, gap = _mosaic(out, rows, keys)
     width, height = LABEL_IN + CELL_IN * len(keys), TITLE_IN + CELL_IN * len(rows)
     fig = Figure(figsize=(width, height), dpi=100)
-    fig.suptitle(settings["title"], fontsize=10, y=1 - 0.12 / height, va="top")
+    fig.suptitle(f"{settings['title']} ({shown})", fontsize=10, y=1 - 0.12 / height, va="top")
     ax = fig.add_axes((LABEL_IN / width, 0.05 / height, CELL_IN * len(keys) / width,
                        CELL_IN * len(rows) / height))
     ax.imshow(grid, interpolation="nearest")

@@ -212,3 +212,37 @@ def test_a_file_named_like_a_command_is_still_an_image(tmp_path, capsys, monkeyp
     Path("modles").write_bytes(b"not an image")
     assert main(["modles", "--out", str(tmp_path / "out")]) == 1
     assert "did you mean" not in capsys.readouterr().err
+
+
+def all_parsers(parser, name="explain"):
+    """(command, parser) for the top level and every subcommand, nested ones too."""
+    import argparse
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, p in action.choices.items():
+                yield from all_parsers(p, f"{name} {sub}")
+
+
+def test_help_texts_say_each_default_once_and_mean_what_they_say(capsys):
+    from explain.cli.main import build_parser
+    parsers = dict(all_parsers(build_parser()))
+    for command, parser in parsers.items():
+        text = parser.format_help()
+        assert "%%" not in text and "(default: None)" not in text, command
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.help == "==SUPPRESS==":
+                continue
+            said = formatter._expand_help(action) if action.help else ""
+            flag = action.option_strings[-1]
+            if action.nargs == 0:  # a flag: no "(default: True)" for --no-augment
+                assert "(default: True)" not in said and "(default: False)" not in said, flag
+            elif action.default is not None:
+                assert said.lower().count("default") == 1, f"{command} {flag}: {said!r}"
+            if flag == "--device":
+                assert action.default == "auto", command  # the same in every command
+    assert "95% bootstrap interval" in " ".join(parsers["explain eval"].format_help().split())
+    gallery = " ".join(parsers["explain gallery"].format_help().split())
+    assert "thumbs/ (only for tiles larger than 128 px)" in gallery
+    assert "first 12 readable rows" in gallery

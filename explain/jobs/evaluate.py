@@ -16,11 +16,12 @@ def evaluate_on(model: Model, data: str, methods: list[str], layer: str | None =
                 boxes: str | None = None, gt: str = "box", limit: int | None = None,
                 batch_size: int = 32, steps: int = 16, sanity_images: int = 16, seed: int = 0,
                 precision: str = "fp32", out: str | Path | None = None, progress: bool = True,
-                road: bool = False) -> tuple[Report, dict[str, Path]]:
+                road: bool = False, options: dict | None = None
+                ) -> tuple[Report, dict[str, Path]]:
     """The report of `methods` on the first `limit` test images of `data` (a name in
     explain.datasets.SYNTHETIC, or an image folder), and the files written to `out`
     (metrics.json, metrics.csv, curves.png, sanity.png; none without `out`). `road` adds
-    ROAD (MoRF and LeRF)."""
+    ROAD (MoRF and LeRF); `options` go to the methods (Score-CAM's `channels`, ...)."""
     check_layer(model, methods, layer)
     if data in SYNTHETIC:
         if boxes:
@@ -30,5 +31,5 @@ def evaluate_on(model: Model, data: str, methods: list[str], layer: str | None =
     else:
         source = folder_source(model, data, boxes, batch_size, limit)
     report = evaluate(model, source, methods, layer, steps, sanity_images, seed,
-                      precision=precision, progress=progress, road=road)
+                      precision=precision, progress=progress, road=road, options=options)
     return report, write_outputs(report, Path(out)) if out is not None else {}

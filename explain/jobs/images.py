@@ -3,7 +3,7 @@ over the whole photo, or over the crop the model saw), a panel, and optionally e
 .npy; one record per image, so a caller can print as they come."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +34,7 @@ class ImageOptions:
     query: tuple[float, float] | None = None  # attention query (x, y), original-image pixels
     view: View = "full"           # the whole photo, or "crop": what the model saw
     columns: int = 4              # panel tiles a row
+    method_options: dict = field(default_factory=dict)  # to every method (Score-CAM's channels)
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -69,7 +70,7 @@ def explain_images(model: Model, paths: list[Path], methods: list[str], opts: Im
         if batch is None:
             continue
         expl = explain_batch(model, batch.x, methods, opts.layer, opts.target, all_maps=True,
-                             query=query)
+                             query=query, **opts.method_options)
         probs, idx = next(iter(expl.values())).topk(opts.topk)
         for i, p in enumerate(batch.paths):
             yield _record(model, opts, names[p], p, batch, expl,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from captum import attr
 
+from .. import progress
 from ..errors import ExplainError
 from .cam import GradCAM
 from .core import Method, register
@@ -100,7 +101,8 @@ class Occlusion(CaptumMethod):
         win = int(self.options.get("window", max(3, min(h, w) // 8)))
         stride = int(self.options.get("stride", max(1, win // 2)))
         return {"sliding_window_shapes": (c, win, win), "strides": (c, stride, stride),
-                "perturbations_per_eval": int(self.options.get("batch_size", 32))}
+                "perturbations_per_eval": int(self.options.get("batch_size", 32)),
+                "show_progress": progress.listening()}  # captum's own bar where the CLI shows bars
 
     def attribute(self, x, targets):
         return super().attribute(x, targets).clamp(min=0)  # evidence: occluding lowers the score

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import ExplainError
 from ..explanation import normalise
 from ..hooks import Hooks
+from ..progress import task
 from ..tokens import channel_axis
 from .core import Method, find_module, register
 
@@ -100,26 +101,46 @@ class LayerCAM(GradCAMBase):
 
 @register
 class ScoreCAM(Method):
-    """Wang et al. 2020: each channel, upsampled and min-max normalised, masks the input;
-    its weight is the softmax target score of the masked input. Batched over channels."""
+    """Wang et al. 2020: each channel A_k of the target layer, upsampled and min-max
+    normalised to H_k, masks the input; its weight is the target class's softmax
+    probability on the masked input, w_k = p_c(x * H_k), and the map ReLU(sum_k w_k A_k),
+    as the authors' code computes it.
+
+    Fast by default: only the `channels` (default 64) channels of highest mean activation of
+    each image are scored and summed (EfficientNet-Lite0's last layer has 1,280; on
+    benchmarks/scorecam_speed.py's photos the map correlates >= 0.95 with the full one).
+    `channels=0` scores every channel, the method as published. Masked inputs go through
+    the network `batch_size` (64) at a time, channels-last; progress is reported
+    (explain.progress)."""
     name = "scorecam"
     family = "cam"
     aliases = ("score-cam",)
     uses_gradients = False
+    CHANNELS = 64
 
     def compute(self, x, acts, logits, targets):
         batch = int(self.options.get("batch_size", 64))
-        acts = self.as_map(acts, x)
+        keep = int(self.options.get("channels", self.CHANNELS) or 0)
+        acts = self.as_map(acts, x).float()
         b, k = acts.shape[:2]
-        masks = normalise(F.interpolate(acts.float(), size=x.shape[-2:], mode="bilinear",
+        if 0 < keep < k:  # the channels of highest mean activation, per image
+            top = acts.mean(dim=(2, 3)).topk(keep, dim=1).indices
+            acts = acts.gather(1, top[:, :, None, None].expand(-1, -1, *acts.shape[2:]))
+            k = keep
+        masks = normalise(F.interpolate(acts, size=x.shape[-2:], mode="bilinear",
                                         align_corners=False).flatten(0, 1)).view(b, k, 1, *x.shape[-2:])
         scores = torch.empty(b, k, device=x.device)
-        for i in range(b):
-            for s in range(0, k, batch):
-                m = masks[i, s:s + batch]
-                out = self.net(x[i:i + 1] * m).float().softmax(1)
-                scores[i, s:s + batch] = out[:, targets[i]]
-        return F.relu((scores.softmax(1)[:, :, None, None] * acts.float()).sum(1, keepdim=True))
+        with task(f"{self.name}: masked inputs", b * k) as advance:
+            for i in range(b):
+                for s in range(0, k, batch):
+                    m = masks[i, s:s + batch]
+                    # channels-last: ~1.5x faster convolutions on CPUs, the same numbers
+                    masked = (x[i:i + 1] * m).contiguous(memory_format=torch.channels_last)
+                    out = self.net(masked).float().softmax(1)
+                    scores[i, s:s + batch] = out[:, targets[i]]
+                    advance(len(m))
+        return F.relu((scores[:, :, None, None] * acts).sum(1, keepdim=True))
+
 
 
 @register
@@ -172,7 +193,7 @@ class AblationCAM(Method):
         b, k = x.shape[0], acts.shape[axis]
         mask: list[torch.Tensor] = []
         scores = torch.empty(b, k, device=x.device)
-        with Hooks() as hooks:
+        with Hooks() as hooks, task(f"{self.name}: ablated channels", b * k) as advance:
             hooks.forward(find_module(self.net, self.layer), lambda mod, inp, out: out * mask[0])
             for s in range(0, k, batch):
                 n = min(batch, k - s)
@@ -184,6 +205,7 @@ class AblationCAM(Method):
                 for i in range(b):
                     out = self.net(x[i:i + 1].expand(n, *x.shape[1:])).float()
                     scores[i, s:s + n] = out[:, targets[i]]
+                advance(n * b)
         y = logits.float().gather(1, targets[:, None])
         w = (y - scores) / torch.where(y != 0, y, torch.ones_like(y))
         return F.relu((w[:, :, None, None] * self.as_map(acts, x).float()).sum(1, keepdim=True))

@@ -128,18 +128,22 @@ def score_batch(forward: Callable[[torch.Tensor], torch.Tensor], e: Explanation,
     return {k: v.cpu() for k, v in out.items()}
 
 
-def sanity_stats(model: Model, method: str, x: torch.Tensor, layer: str | None, seed: int) -> dict:
+def sanity_stats(model: Model, method: str, x: torch.Tensor, layer: str | None, seed: int,
+                 options: dict | None = None) -> dict:
     """The sanity check of one method, summarised per randomised unit."""
-    res = sanity_check(model, method, x, layer, seed)
+    res = sanity_check(model, method, x, layer, seed, options)
     return {"units": res.units, "spearman": [summarise(r, seed=seed) for r in res.spearman],
             "ssim": [summarise(r, seed=seed) for r in res.ssim]}
 
 
 def evaluate(model: Model, source: Source, methods: list[str], layer: str | None = None,
              steps: int = 16, sanity_images: int = 16, seed: int = 0, batch_size: int = 256,
-             precision: str = "fp32", progress: bool = True, road: bool = False) -> Report:
+             precision: str = "fp32", progress: bool = True, road: bool = False,
+             options: dict | None = None) -> Report:
     """Run `methods` on `source` and measure every metric the source's ground truth allows
-    (and with `road`, ROAD: explain.metrics.road)."""
+    (and with `road`, ROAD: explain.metrics.road); `options` go to the methods
+    (explain.pipeline.explain_batch: Score-CAM's `channels`)."""
+    options = options or {}
     forward = perturbed_forward(model.net.eval(), precision)
     per: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in methods}
     counts = {m: {"constant_maps": 0, "nonfinite_maps": 0} for m in methods}
@@ -152,7 +156,7 @@ def evaluate(model: Model, source: Source, methods: list[str], layer: str | None
     for batch in source.batches():
         x = batch.x.to(model.device)
         size = tuple(x.shape[-2:])
-        expl = explain_batch(model, x, methods, layer)
+        expl = explain_batch(model, x, methods, layer, **options)
         pred = next(iter(expl.values())).logits.argmax(1).cpu()
         has = batch.labels >= 0
         correct += int((pred[has] == batch.labels[has]).sum())
@@ -185,7 +189,7 @@ def evaluate(model: Model, source: Source, methods: list[str], layer: str | None
     metrics = {m: {k: summarise(torch.cat(v), labels if k == "pointing_game" else None, seed=seed)
                    for k, v in per[m].items()} for m in methods}
     xs = torch.cat(sanity_x) if sanity_x else torch.zeros(0)
-    sanity = {m: sanity_stats(model, m, xs, layer, seed)
+    sanity = {m: sanity_stats(model, m, xs, layer, seed, options)
               for m in tqdm(methods if len(xs) else [], desc="sanity check", disable=not progress,
                             file=sys.stderr)}
     for m, d in sanity.items():

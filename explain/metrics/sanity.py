@@ -89,7 +89,7 @@ class SanityResult:
 
 
 def cascading_maps(model: Model, method: str, x: torch.Tensor, targets: torch.Tensor,
-                   layer: str | None = None, seed: int = 0
+                   layer: str | None = None, seed: int = 0, options: dict | None = None
                    ) -> Iterator[tuple[str, torch.Tensor]]:
     """(unit, maps) after randomising each further unit, top first, on a copy of the model."""
     net = copy.deepcopy(model.net)
@@ -98,15 +98,17 @@ def cascading_maps(model: Model, method: str, x: torch.Tensor, targets: torch.Te
     modules = dict(net.named_modules())
     for unit in randomisation_units(net, x.to(model.device)):
         randomise_(modules[unit], g)
-        yield unit, explain_batch(randomised, x, [method], layer, targets)[method].maps
+        yield unit, explain_batch(randomised, x, [method], layer, targets,
+                                  **(options or {}))[method].maps
 
 
 def sanity_check(model: Model, method: str, x: torch.Tensor, layer: str | None = None,
-                 seed: int = 0) -> SanityResult:
-    """Cascading randomisation of `model` for `method` on the inputs `x` (kept small)."""
-    original = explain_batch(model, x, [method], layer)[method]
+                 seed: int = 0, options: dict | None = None) -> SanityResult:
+    """Cascading randomisation of `model` for `method` on the inputs `x` (kept small);
+    `options` go to the method (explain.pipeline.explain_batch)."""
+    original = explain_batch(model, x, [method], layer, **(options or {}))[method]
     units, rho, sim = [], [], []
-    for unit, maps in cascading_maps(model, method, x, original.targets, layer, seed):
+    for unit, maps in cascading_maps(model, method, x, original.targets, layer, seed, options):
         units.append(unit)
         rho.append(rank_correlation(original.maps, maps).abs().cpu())
         sim.append(ssim(original.maps, maps).cpu())
