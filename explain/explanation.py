@@ -67,6 +67,25 @@ class Explanation:
         idx = self.maps.reshape(b, -1).argmax(1)
         return torch.stack([idx % w, idx // w], dim=1)
 
+    def show(self, image=None, geometry=None, index: int = 0, **options):
+        """The picture of image `index` (explain.render.render: over `image`, the photo,
+        placed by `geometry` from `Model.input`; without one the map alone), as a PIL
+        image: a notebook displays it, `.save(path)` writes it."""
+        from .render import render
+        return render(self, image, geometry, index, **options)
+
+    def _repr_png_(self) -> bytes:
+        """Notebooks show an Explanation as its maps (the first 8 images), titled and with
+        a colour legend."""
+        from .render import captioned, panel, picture, png_bytes
+        n = min(8, self.maps.shape[0])
+        tiles = [picture(self, i) for i in range(n)]
+        titles = [f"{self.method} · class {int(self.targets[i])}" for i in range(n)]
+        if n == 1:
+            return png_bytes(captioned(self, tiles[0], titles[0]))
+        vector = self.kind == "vector"
+        return png_bytes(panel(tiles, titles, cmap=None if vector else "jet"))
+
     def cpu(self) -> "Explanation":
         return replace(self, maps=self.maps.cpu(), raw=self.raw.cpu(), logits=self.logits.cpu(),
                        targets=self.targets.cpu(), extras={k: v.cpu() for k, v in self.extras.items()})
