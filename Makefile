@@ -24,14 +24,17 @@ $(STAMP):
 	$(VENV)/bin/pip install -q -e '.[test,bench]' 2>&1 | grep -v -e "^WARNING: Location" -e "^ *$$" ; test $${PIPESTATUS[0]} -eq 0
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: system $(STAMP)  ## (re)point the environment's `explain` at this checkout, put it on PATH
-	@out=$$($(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
-	@$(MAKE) --no-print-directory launcher
-
-launcher:  ## $(BINDIR)/explain -> $(VENV)/bin/explain (a file of another program is left alone)
-	@if [ -e $(BINDIR)/explain ] && [ ! -L $(BINDIR)/explain ]; then \
+# $(BINDIR)/explain -> $(VENV)/bin/explain; a file of another program there is left alone
+LINK_EXPLAIN = if [ -e $(BINDIR)/explain ] && [ ! -L $(BINDIR)/explain ]; then \
 	  echo "$(BINDIR)/explain exists and is not ours: left as it is; run $(VENV)/bin/explain"; \
 	else mkdir -p $(BINDIR) && ln -sfn $(abspath $(VENV))/bin/explain $(BINDIR)/explain; fi
+
+setup: system $(STAMP)  ## (re)point the environment's `explain` at this checkout, put it on PATH
+	@out=$$($(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
+	@$(LINK_EXPLAIN)
+
+launcher:  ## only the link on PATH (setup makes it too)
+	@$(LINK_EXPLAIN)
 
 demo: setup  ## explain the bundled photos with the default model, and Fashion-MNIST with ABN
 	$(VENV)/bin/explain explain/samples/*.jpg --out $(OUT)
@@ -43,5 +46,6 @@ demo: setup  ## explain the bundled photos with the default model, and Fashion-M
 test: setup
 	$(PY) -m pytest -n 2 -p no:cacheprovider
 
-bench: setup
-	$(PY) benchmarks/gradcam_speed.py
+bench: setup  ## the quick speed checks: Grad-CAM vs a forward and the peers; CLI start-up
+	$(PY) benchmarks/speed.py --quick
+	$(PY) benchmarks/startup.py

@@ -54,3 +54,28 @@ def test_launcher_leaves_a_file_of_another_program_alone(tmp_path):
     done = make("launcher", f"VENV={sys.prefix}", f"BINDIR={bindir}")
     assert done.returncode == 0 and "not ours" in done.stdout
     assert (bindir / "explain").read_text() == "#!/bin/sh\necho theirs\n"
+
+
+def test_make_bench_runs_scripts_that_exist():
+    import re
+    recipe = (ROOT / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    scripts = re.findall(r"benchmarks/\S+\.py", recipe)
+    assert scripts and all((ROOT / s).is_file() for s in scripts), scripts
+
+
+def test_package_data_covers_every_data_file_of_the_package():
+    """A wheel holds what the globs of pyproject.toml name: every file under explain/ that
+    is not Python (samples, cards, weights, the editor's page; cli/ and gallery/ are
+    explain/cli and explain/gallery) must match one, and every glob must match something."""
+    import tomllib
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["explain"]
+    pkg = ROOT / "explain"
+    matched = {g: {p.relative_to(pkg).as_posix() for p in pkg.glob(g) if p.is_file()}
+               for g in globs}
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "explain", "cli", "gallery"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    data = {f.removeprefix("explain/") for f in tracked if not f.endswith(".py")
+            and (ROOT / f).is_file() and not (ROOT / f).is_symlink()}
+    assert not data - set().union(*matched.values()), sorted(data - set().union(*matched.values()))
+    assert all(matched.values()), [g for g, files in matched.items() if not files]
