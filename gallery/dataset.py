@@ -13,6 +13,7 @@ from explain import domain
 from explain.images import read_image
 from explain.preprocess import InputSpec
 
+from .background import lower_priority
 from .inputs import Item
 
 
@@ -59,4 +60,5 @@ def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int) ->
     """Batches in input order; with workers, at most 2 batches a worker wait decoded."""
     return DataLoader(ImageSet(items, spec), batch_size=batch_size, shuffle=False,
                       num_workers=workers, collate_fn=collate,
-                      prefetch_factor=2 if workers else None, persistent_workers=False)
+                      prefetch_factor=2 if workers else None, persistent_workers=False,
+                      worker_init_fn=lower_priority if workers else None)

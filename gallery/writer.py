@@ -20,6 +20,8 @@ from explain.explanation import Explanation
 from explain.paths import display
 from explain.render import png_bytes, tiles, upscale_views
 
+from .background import lower_priority
+
 INPUT = "input"
 SMALL = 64  # px: tiles up to this side are stored without compression
 
@@ -73,7 +75,8 @@ class RowWriter:
 
     def __init__(self, out: Path, style: Style, threads: int = 2, depth: int = 4):
         self.out, self.style, self.depth = out, style, depth
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="gallery-render")
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="gallery-render",
+                                       initializer=lower_priority)
         self.pending: collections.deque[Future] = collections.deque()
 
     def submit(self, rows: list[dict], views: torch.Tensor, expl: dict[str, Explanation]

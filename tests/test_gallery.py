@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from explain.cli.main import main
-from conftest import tiny_checkpoint
+from conftest import FMNIST_SPEC, tiny_checkpoint
 from explain.errors import ExplainError
 from explain.registry import create_model
 from explain.gallery.build import Options, build_gallery
@@ -206,3 +207,25 @@ def test_cli_builds_gallery_and_exits_nonzero_for_unreadable_rows(tiny_abn_dir, 
                "--resume") == 1
     captured = capsys.readouterr()
     assert "8 already done" in captured.out and "broken.png" in captured.err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
+def test_helpers_run_below_the_models_priority(folder, tmp_path):
+    """Decoding workers and PNG threads give way to the model's threads (gallery/background.py)."""
+    import os
+    import threading
+
+    from explain.gallery.background import NICE, lower_priority
+    from explain.gallery.dataset import loader
+    from explain.gallery.writer import RowWriter
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    writer = RowWriter(tmp_path, Style(28))
+    try:
+        nice = writer.pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert nice.result() == min(19, own + NICE)
+    finally:
+        writer.close()
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # untouched
+    items = collect(str(folder))
+    assert loader(items, FMNIST_SPEC, 8, 1).worker_init_fn is lower_priority
+    assert loader(items, FMNIST_SPEC, 8, 0).worker_init_fn is None  # the main process: never
