@@ -3,7 +3,7 @@
     model = create_model("abn")                       # registry name, checkpoint, torchvision:ARCH
     with Explainer(model, method="gradcam") as ex:    # same call shape for every method
         expl = ex(x, targets=None)                    # -> Explanation
-    render(expl, rgb, geometry).save("map.png")        # the picture a person looks at
+    render(expl, rgb, geometry).save("map.png")        # from explain.render: the picture
 
 The names below load on first use (PEP 562): `import explain` and the command line's
 argument parsing do not import torch.
@@ -17,7 +17,7 @@ _PUBLIC = {  # name -> the module that defines it
     "Explainer": "methods", "METHODS": "methods", "Explanation": "explanation",
     "ExplainError": "errors", "ImageError": "errors", "WeightsError": "errors",
     "Model": "model", "create_model": "registry", "list_models": "catalog",
-    "load_image": "images", "render": "render",
+    "load_image": "images",
 }
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
