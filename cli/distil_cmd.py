@@ -11,12 +11,11 @@ HELP = ("precompute views of offline photos (opencv-doc, tuxpaint-stamps-default
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distil-views", help=HELP, description=HELP + ".",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("distil-views", help=HELP, description=HELP + ".")
     p.add_argument("--out", required=True, help="folder to write (an interrupted run continues)")
     p.add_argument("--views", type=positive_int, default=16000, help="training views")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="views a batch")
     p.set_defaults(run=run)
 
 
