@@ -142,7 +142,6 @@ class ScoreCAM(Method):
         return F.relu((scores[:, :, None, None] * acts).sum(1, keepdim=True))
 
 
-
 @register
 class HiResCAM(GradCAMBase):
     """Draelos & Carin 2020: the gradient times the activation position by position, summed
