@@ -9,6 +9,7 @@ Sections:
   distribution shift, not its explanations. Per-model JSON, CSV and plots go under
   benchmarks/results/eval/MODEL/.
 - the speed table (BENCHMARKS.md, "Speed"), measured in this run by benchmarks/speed.py;
+- the native maps' speed from benchmarks/results/native_speed.json (benchmarks/native_speed.py);
 - the human-in-the-loop table from benchmarks/results/hitl.json (written by
   benchmarks/hitl.py), when that file exists.
 
@@ -44,6 +45,7 @@ from explain.methods import select  # noqa: E402
 from explain.registry import create_model, registry  # noqa: E402
 
 RESULTS = BENCH / "results"
+REUSED = "read back from an earlier run of this script with the same settings (--reuse)"
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,16 @@ def model_section(name: str, data_name: str, args: argparse.Namespace) -> tuple[
     goal lines; runs in a worker process under --jobs."""
     torch.set_num_threads(args.threads)
     model = create_model(name)
-    supported = select(model, "all")
-    methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
-    data = load_named(data_name, "test", limit=args.limit)
-    report = evaluate(model, array_source(data, model.input, args.batch_size, "box"),
-                      methods, steps=args.steps, sanity_images=args.sanity_images,
-                      precision=args.precision, progress=args.jobs == 1)
+    report = earlier_report(Path(args.eval_dir) / model.name, data_name, args) if args.reuse else None
+    if report is None:
+        supported = select(model, "all")
+        methods = [m for m in supported if args.methods == "all" or m in args.methods.split(",")]
+        data = load_named(data_name, "test", limit=args.limit)
+        report = evaluate(model, array_source(data, model.input, args.batch_size, "box"),
+                          methods, steps=args.steps, sanity_images=args.sanity_images,
+                          precision=args.precision, progress=args.jobs == 1)
+    elif REUSED not in report.notes:
+        report.notes.append(REUSED)
     files = write_outputs(report, Path(args.eval_dir) / model.name)
     acc = model.card.get("metrics", {}).get("test_accuracy")
     lines = [f"### {model.name}", "",
@@ -120,8 +126,23 @@ def model_section(name: str, data_name: str, args: argparse.Namespace) -> tuple[
              "```", summary(report), "```", "", markdown_table(*table_rows(report)), ""]
     lines += [f"![{model.name}: {k}]({Path(os.path.relpath(f, Path(args.out).parent)).as_posix()})"
               for k, f in files.items() if f.suffix == ".png"] + [""]
-    print(f"evaluated {name} on {data_name}", file=sys.stderr, flush=True)
+    print(f"{'read back' if REUSED in report.notes else 'evaluated'} {name} on {data_name}",
+          file=sys.stderr, flush=True)
     return lines, goal_lines(report) if data_name == "cluttered-fmnist" else []
+
+
+def earlier_report(folder: Path, data_name: str, args: argparse.Namespace) -> Report | None:
+    """The report an earlier run wrote to `folder`, when it was made on the same data with
+    the same image count, steps, sanity images and precision (its methods as they were)."""
+    try:
+        report = Report.from_dict(json.loads((folder / "metrics.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = (report.data == data_name and report.images == args.limit
+            and report.settings.get("steps") == args.steps
+            and report.settings.get("sanity_images") == args.sanity_images
+            and report.settings.get("precision") == args.precision)
+    return report if same else None
 
 
 def metrics_sections(args: argparse.Namespace) -> str:
@@ -173,6 +194,27 @@ def speed_section(mode: str, reps: int) -> str:
             + speed.to_markdown(rows) + "\n")
 
 
+NATIVE_GOALS = {"raw attention (default layer)": 1.05, "rollout": 1.05,
+                "gradient-weighted attention": 1.3}  # issue 16: x forward
+
+
+def native_speed_section() -> str:
+    """The self-attention family's native maps as a multiple of the forward pass, from
+    benchmarks/results/native_speed.{json,md} (written by benchmarks/native_speed.py: its
+    ViT-B/16 case alone takes longer than this whole report's speed table)."""
+    path = RESULTS / "native_speed.json"
+    if not path.is_file():
+        return ("## Native map speed\n\nNot run yet: `python benchmarks/native_speed.py` "
+                "writes benchmarks/results/native_speed.json.\n")
+    rows = json.loads(path.read_text())["rows"]
+    goals = [f"- {r['model']}, {r['method']}: {r['ratio']:.3f}x forward (goal <= {NATIVE_GOALS[r['method']]}x): "
+             f"**{'met' if r['ratio'] <= NATIVE_GOALS[r['method']] else 'not met'}**"
+             for r in rows if r["method"] in NATIVE_GOALS]
+    return "\n".join(["## Native map speed (benchmarks/native_speed.py)", "",
+                      (RESULTS / "native_speed.md").read_text().strip(), "",
+                      "Goals for the self-attention family (issue 16):", ""] + goals) + "\n"
+
+
 def hitl_section() -> str:
     path = RESULTS / "hitl.json"
     if not path.is_file():
@@ -201,13 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="models evaluated side by side in worker processes (the speed table "
                         "is measured afterwards, alone)")
+    p.add_argument("--reuse", action="store_true",
+                   help="read back a model's metrics.json from EVAL_DIR when an earlier run "
+                        "wrote it with the same settings (its methods as they were then) "
+                        "instead of measuring it again; the report says which")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--eval-dir", default=str(RESULTS / "eval"),
                    help="per-model metrics.json/csv and plots go to EVAL_DIR/MODEL/")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python " + shlex.join(["benchmarks/results.py"] + (sys.argv[1:] if argv is None else argv))
-    body = [metrics_sections(args), speed_section(args.speed, args.speed_reps), hitl_section()]
+    body = [metrics_sections(args), speed_section(args.speed, args.speed_reps),
+            native_speed_section(), hitl_section()]
     head = ["# Results", "",
             f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} (torch "
             f"{torch.__version__}, {platform.machine()} CPU, {torch.get_num_threads()} thread(s)). "

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from explain.cli.main import main
-from explain.metrics import evaluate
+from explain.metrics import Report, evaluate
 from explain.metrics.report import summary, table_rows, text_table, write_outputs
 from explain.metrics.sources import array_source
 from explain.datasets import ArrayData, FMNIST_CLASSES
@@ -167,6 +167,10 @@ def test_constant_prediction_model_gives_no_nan(tmp_path):
     strict_json(files["json"])
     text = summary(report) + text_table(*table_rows(report))
     assert "nan" not in text.lower() and "n/a (2 skipped)" in text
+    # metrics.json reads back as the same report (benchmarks/results.py --reuse)
+    back = Report.from_dict(json.loads(files["json"].read_text()))
+    assert back.to_dict() == json.loads(files["json"].read_text())
+    assert summary(back) + text_table(*table_rows(back)) == text
 
 
 def test_ground_truth_of_each_synthetic_kind():

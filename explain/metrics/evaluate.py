@@ -73,6 +73,18 @@ class Report:
                                "ssim": [s.to_dict() for s in d["ssim"]]} for m, d in self.sanity.items()},
                 "failed": [{"file": f, "error": e} for f, e in self.failed], "notes": self.notes}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Report":
+        """The report `to_dict` wrote (metrics.json), read back."""
+        stats = lambda items: [Stat(**s) for s in items]  # noqa: E731
+        return cls(model=d["model"], data=d["data"], images=d["images"], methods=d["methods"],
+                   settings=d["settings"], accuracy=d["accuracy"],
+                   metrics={m: {k: Stat(**s) for k, s in ms.items()} for m, ms in d["metrics"].items()},
+                   map_counts=d["map_counts"], fractions=d["fractions"], curves=d["curves"],
+                   sanity={m: {"units": s["units"], "spearman": stats(s["spearman"]),
+                               "ssim": stats(s["ssim"])} for m, s in d["sanity"].items()},
+                   failed=[(f["file"], f["error"]) for f in d["failed"]], notes=d["notes"])
+
 
 def _scored_maps(e: Explanation) -> torch.Tensor:
     """The method's maps, with NaN rows where its raw map was not finite (Explanation
