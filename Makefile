@@ -38,7 +38,7 @@ launcher:  ## only the link on PATH (setup makes it too)
 
 demo: setup  ## explain the bundled photos with the default model, and Fashion-MNIST with ABN
 	$(VENV)/bin/explain explain/samples/*.jpg --out $(OUT)
-	$(VENV)/bin/explain explain/samples/fmnist/*.png --model abn --out $(OUT)/abn
+	$(VENV)/bin/explain explain/samples/fmnist/*.png --model abn_fmnist --out $(OUT)/abn
 	@echo "overlays and panels written to $(OUT)/"
 	@echo "next, in a new shell (any photo of yours; explain --help lists every command):"
 	@echo "  explain explain/samples/rocket.jpg --methods gradcam,layercam --out my-out"

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -260,7 +261,8 @@ def os_error(e: OSError) -> str:
 
 
 def command_line() -> str:
-    return "explain " + " ".join(sys.argv[1:])
+    """This command as a shell would take it back (a card's command can be pasted)."""
+    return shlex.join(["explain", *sys.argv[1:]])
 
 
 def to_json(obj: object, **kwargs) -> str:

@@ -19,7 +19,7 @@ from .official import OFFICIAL
 ZOO = Path(__file__).parent / "zoo"
 CARD = "card.json"
 DEFAULT_MODEL = "efficientnet_lite0"
-ALIASES = {"abn": "abn_resnet20_fmnist", "abn_fmnist": "abn_resnet20_fmnist",
+ALIASES = {"abn": "abn_efficientnet_lite0_imagenet", "abn_fmnist": "abn_resnet20_fmnist",
            "resnet": "resnet20_fmnist",
            "ran": "ran_fmnist", "cbam": "cbam_resnet20_fmnist", "se": "se_resnet20_fmnist",
            "attend_rectify": "attend_rectify_wrn_fmnist", "bayes_abn": "bayes_abn_resnet20_fmnist",

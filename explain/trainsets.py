@@ -138,7 +138,7 @@ class FeatureViews(TrainSet):
     loss = "distil"
     measures = "teacher_agreement"
 
-    def __init__(self, root: Path, split: str):
+    def __init__(self, root: Path, split: str, limit: int | None = None):
         meta = read_views(root)
         if not meta.get("complete"):
             raise ExplainError(f"{root}: incomplete feature views (run the command that "
@@ -150,8 +150,8 @@ class FeatureViews(TrainSet):
         shards = [load_file(str(root / name)) for name in meta["shards"][split]]
         if not shards:
             raise ExplainError(f"{root}: no {split} views", param="data")
-        self.g = torch.cat([s["g"] for s in shards])
-        self.teacher = torch.cat([s["teacher"] for s in shards])
+        self.g = torch.cat([s["g"] for s in shards])[:limit]
+        self.teacher = torch.cat([s["teacher"] for s in shards])[:limit]
         self.labels = self.teacher.argmax(1)
 
     def __len__(self) -> int:
@@ -224,7 +224,7 @@ def load_trainset(data: str, seed: int = 0, spec: InputSpec = IMAGENET,
         return ArraySet(train), ArraySet(test, mean=train.mean, std=train.std)
     root = Path(data)
     if (root / VIEWS).is_file():
-        return FeatureViews(root, "train"), FeatureViews(root, "test")
+        return FeatureViews(root, "train", limit), FeatureViews(root, "test")
     held = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
     if (root / "train").is_dir() and held is not None:
         tr, classes, _ = scan_folder(root / "train")

@@ -47,6 +47,24 @@ def test_photos_top1_and_gradcam_peak_on_object(tmp_path, capsys):
         assert Image.open(r["panel"]).size[0] > 2 * 224
 
 
+# The ImageNet ABN's map is class-agnostic (where the attention branch sees evidence for any
+# class): on coffee.jpg it peaks on the spoon on the saucer, so its box is the whole espresso
+# set: cup, saucer and spoon.
+ESPRESSO_BOX = (75, 20, 485, 390)
+
+
+def test_abn_on_photos_names_what_the_default_model_names_and_maps_the_object(tmp_path, capsys):
+    photos = [str(SAMPLES / "chelsea.jpg"), str(SAMPLES / "coffee.jpg")]
+    _, default, _ = run_json(capsys, *photos, "--methods", "gradcam", "--out", str(tmp_path / "d"))
+    code, recs, err = run_json(capsys, *photos, "--model", "abn", "--methods", "abn",
+                               "--out", str(tmp_path / "abn"))
+    assert code == 0 and "warning" not in err  # a colour photo is this model's domain
+    assert [r["topk"][0]["index"] for r in recs] == [r["topk"][0]["index"] for r in default]
+    cat, cup = recs
+    assert inside(cat["methods"]["abn"]["peak"], CAT_BOX)
+    assert inside(cup["methods"]["abn"]["peak"], ESPRESSO_BOX)
+
+
 def test_text_output_and_save_maps(tiny_abn_dir, tmp_path, capsys):
     code = main([str(SAMPLES / "fmnist" / "sneaker.png"), "--model", str(tiny_abn_dir),
                  "--out", str(tmp_path), "--save-maps", "--methods", "abn,gradcam"])
@@ -158,7 +176,8 @@ def test_models_json_compares_each_zoo_model_with_the_plain_resnet(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     plain = rows["resnet20_fmnist"]["test_accuracy"]
     abn = rows["abn_resnet20_fmnist"]
-    assert 0.9 < plain < 1 and abn["aliases"] == ["abn", "abn_fmnist"]
+    assert 0.9 < plain < 1 and abn["aliases"] == ["abn_fmnist"]
+    assert rows["abn_efficientnet_lite0_imagenet"]["aliases"] == ["abn"]  # photos: the ImageNet ABN
     assert abn["vs_plain"] == pytest.approx(100 * (abn["test_accuracy"] - plain), abs=0.01)
     assert abn["plain_baseline"] == "resnet20_fmnist"  # same data, same epochs
     assert rows["resnet20_fmnist"]["vs_plain"] is None  # the baseline itself

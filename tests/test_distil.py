@@ -3,6 +3,7 @@ and checkpoints that hold only what differs from the pip-installed base weights.
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -67,6 +68,20 @@ def test_train_on_feature_views_stores_only_what_differs_from_the_pip_weights(tm
                        pip._blocks[0]._depthwise_conv.weight)
     assert torch.equal(net.att_layer[2]._expand_conv.weight, pip._blocks[13]._expand_conv.weight)
     assert torch.equal(net.att_conv.weight, stored["att_conv.weight"])
+
+
+def test_limit_keeps_the_first_training_views_and_the_card_command_pastes(tmp_path, capsys,
+                                                                         monkeypatch):
+    from explain.trainsets import load_trainset
+    views = fake_views(tmp_path / "views")
+    train, test = load_trainset(str(views), limit=5)
+    assert len(train) == 5 and len(test) == 8  # the test set stays whole
+    out = tmp_path / "run"
+    args = train_args(views, out, "--limit", "5", "--arch-kwargs", '{"residual": true}')
+    monkeypatch.setattr("sys.argv", ["explain", *args])  # the card records the command line
+    assert main(args) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert shlex.split(card["command"])[1:] == args  # quoted as a shell takes it back
 
 
 def test_a_delta_checkpoint_names_its_base_and_refuses_another(tmp_path, monkeypatch):
@@ -136,3 +151,55 @@ def test_a_missing_debian_package_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err == (f"error: the Debian package opencv-doc is needed ({tmp_path / 'nothing'} is "
                    "missing): apt-get install opencv-doc\n")
+
+
+def imagenet_abn():
+    net = build("abn_efficientnet_lite0", {"num_classes": 1000, "imagenet_classifier": True})
+    net.load_pretrained()
+    return net.eval()
+
+
+def test_the_imagenet_abn_starts_as_the_pretrained_network_read_twice():
+    """Perception at M = 0.5 everywhere is the pip-installed network (block 11 absorbs the
+    1.5); the attention branch's features are its classifier applied at every place."""
+    net, teacher = imagenet_abn(), efficientnet_lite0()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flat = net(x, att=torch.full((2, 1, 14, 14), 0.5))
+        assert torch.allclose(flat, teacher(x), atol=2e-3)
+        g = net.features(x)
+        trunk = teacher.head(teacher.blocks_from(g, 11))  # 7x7: stride 2 at block 11
+        mirror = net.attention_trunk(g)                   # 14x14: the same blocks at stride 1
+        assert mirror.shape[-2:] == (14, 14) and trunk.shape[-2:] == (7, 7)
+        evidence = net.att_conv(net.bn_att(mirror))       # bn_att: identity at the start
+        ref = torch.einsum("bchw,kc->bkhw", mirror, teacher._fc.weight)
+        assert torch.allclose(evidence, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_the_imagenet_abn_keeps_imagenet_statistics_and_stores_only_its_changes(tmp_path):
+    net = imagenet_abn().train()
+    assert not net.backbone._blocks[12]._bn1.training and not net.bn_att2.training
+    assert not net.att_layer[0]._bn0.training and net.bn_att3.training
+    save_checkpoint(tmp_path / "ck", net, {"arch": "abn_efficientnet_lite0",
+                                          "arch_kwargs": {"num_classes": 1000, "imagenet_classifier": True}})
+    stored = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    # the construction is the installed weights' (pretrained_state): only fresh BatchNorms
+    assert sorted({k.rsplit(".", 1)[0] for k in stored}) == ["bn_att", "bn_att2", "bn_att3"]
+    assert sum(v.numel() for v in stored.values()) < 20_000
+    x = torch.randn(1, 3, 224, 224)
+    again, _ = load_checkpoint(tmp_path / "ck")
+    with torch.no_grad():
+        out = again.eval().forward_all(x)
+        assert torch.equal(again(x, att=out.att_map), out.logits)  # re-scoring with M(x)
+
+
+def test_the_perception_loss_stops_at_the_imagenet_abns_map_in_training_only():
+    net = imagenet_abn().train()
+    x = torch.randn(1, 112, 14, 14)
+    out = net(x, outputs="all", from_features=True)
+    out.logits.sum().backward()
+    assert net.att_conv2.weight.grad is None and net.bn_att3.weight.grad is None
+    net.eval().zero_grad()
+    out = net(x, outputs="all", from_features=True)
+    out.logits.sum().backward()
+    assert net.bn_att3.weight.grad is not None  # explanations differentiate through M

@@ -25,7 +25,7 @@ def test_the_readme_library_example_runs_and_saves_a_picture(tmp_path, monkeypat
 
 
 def test_an_explanation_displays_itself_in_a_notebook():
-    model = create_model("abn")
+    model = create_model("abn_fmnist")
     expl = Explainer(model, "gradcam")(torch.randn(3, 1, 28, 28))
     png = Image.open(io.BytesIO(expl._repr_png_()))
     assert png.size[0] > 3 * 224  # three maps side by side, a legend below

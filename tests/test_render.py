@@ -86,7 +86,7 @@ def test_bar_charts_have_axes_when_large_enough():
 
 
 def test_explain_writes_whole_photo_pictures_and_a_crop_view_on_request(tmp_path):
-    model = create_model("abn")
+    model = create_model("abn_fmnist")
     path = SAMPLES / "fmnist" / "bag.png"
     for view, side in (("full", 320), ("crop", 224)):
         (rec,) = explain_images(model, [path], ["abn", "gradcam"],

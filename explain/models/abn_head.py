@@ -43,6 +43,9 @@ class ABNHead(nn.Module):
     `feature_modules()` (the modules of g, frozen when fine-tuning on edited maps),
     `attention_trunk(g)` and `perceive(g, att)` -> perception logits (through `weigh`)."""
     residual: bool = True
+    # False: in training, the perception loss does not reach M(x) (its gradient stops at
+    # the map); explanations still differentiate through it
+    map_grad: bool = True
 
     def add_attention_head(self, channels: int, num_classes: int, dropout: float = 0.0) -> None:
         """The head's modules on a trunk output of `channels` channels."""
@@ -79,7 +82,9 @@ class ABNHead(nn.Module):
             if att.shape[-2:] != m.shape[-2:]:
                 att = nn.functional.interpolate(att, size=m.shape[-2:], mode="bilinear",
                                                 align_corners=False)
-        return ABNOutput(self.perceive(g, m if att is None else att), att_logits, m)
+        if att is None:
+            att = m.detach() if self.training and not self.map_grad else m
+        return ABNOutput(self.perceive(g, att), att_logits, m)
 
     def forward(self, x: torch.Tensor, att: torch.Tensor | None = None,
                 outputs: str = "logits", from_features: bool = False
