@@ -42,6 +42,7 @@ demo: setup  ## explain the bundled photos with the default model, and Fashion-M
 	@echo "overlays and panels written to $(OUT)/"
 	@echo "next, in a new shell (any photo of yours; explain --help lists every command):"
 	@echo "  explain explain/samples/rocket.jpg --methods gradcam,layercam --out my-out"
+	@echo "  explain explain/samples/coffee.jpg --model abn --methods abn,gradcam --out my-out   # the ImageNet ABN's own map"
 
 test: setup
 	$(PY) -m pytest -n 2 -p no:cacheprovider
