@@ -113,6 +113,11 @@ def test_rollout_of_the_hand_computed_case():
     assert r[0, 0].tolist() == pytest.approx(expected, abs=1e-6)
     r = rollout([H1, H2], fusion="min")
     assert r[0, 0].sum() == pytest.approx(1.0) and not torch.allclose(r, rollout([H1, H2]))
+    for kw in ({}, {"fusion": "max"}, {"discard": 0.25}):  # one row, from the left: the same
+        full = rollout([H1, H2], **kw)
+        for q in range(3):
+            one = rollout([H1, H2], rows=torch.tensor([q]), **kw)
+            assert one.shape == (1, 1, 3) and torch.allclose(one[0, 0], full[0, q], atol=1e-6)
 
 
 def test_gradient_rollout_of_the_hand_computed_case():
@@ -121,6 +126,9 @@ def test_gradient_rollout_of_the_hand_computed_case():
     r = gradient_rollout([H1, H2], [g1, g2])
     # A1_bar = 0.5 H1a, A2_bar = 2 mean(H2); CLS row of (I + A2_bar)(I + A1_bar)
     assert r[0, 0].tolist() == pytest.approx([2.1, 1.1, 1.3], abs=1e-6)
+    for q in range(3):
+        one = gradient_rollout([H1, H2], [g1, g2], rows=torch.tensor([q]))
+        assert torch.allclose(one[0, 0], r[0, q], atol=1e-6)
 
 
 @pytest.mark.parametrize("tokens, size, grid", [

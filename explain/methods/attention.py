@@ -39,26 +39,34 @@ def discard_lowest(a: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.where(a <= threshold, torch.zeros_like(a), a)
 
 
-def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float = 0.0
-            ) -> torch.Tensor:
+def _start(attentions: list[torch.Tensor], rows: torch.Tensor | None) -> torch.Tensor:
+    """The identity (B, T, T), or its `rows` (B,) as (B, 1, T): products of attention
+    matrices are then taken from the query row leftwards, a T-th of the full cost."""
+    eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
+    return eye.expand(attentions[0].shape[0], -1, -1) if rows is None else eye[rows][:, None]
+
+
+def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float = 0.0,
+            rows: torch.Tensor | None = None) -> torch.Tensor:
     """Abnar & Zuidema 2020: per layer, fuse the heads of A (B, heads, T, T), drop the
     lowest `discard` of its weights, add the residual (0.5 A + 0.5 I) and renormalise the
-    rows; R = A_L ... A_1 (B, T, T)."""
+    rows; R = A_L ... A_1 (B, T, T), or with `rows` (B,) only those rows of R (B, 1, T)."""
     eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
-    r = eye.expand(attentions[0].shape[0], -1, -1)
-    for a in attentions:
+    r = _start(attentions, rows)
+    for a in reversed(attentions):
         a = 0.5 * discard_lowest(FUSIONS[fusion](a), discard) + 0.5 * eye
-        r = (a / a.sum(-1, keepdim=True)) @ r
+        r = r @ (a / a.sum(-1, keepdim=True))
     return r
 
 
-def gradient_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+def gradient_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor],
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
     """Chefer et al. 2021 (the gradient x attention form): per layer
-    A_bar = mean over heads of ReLU(dy/dA * A); R = (I + A_bar_L) ... (I + A_bar_1)."""
-    n = attentions[0].shape[-1]
-    r = torch.eye(n, device=attentions[0].device).expand(attentions[0].shape[0], -1, -1)
-    for a, g in zip(attentions, grads):
-        r = r + (g * a).clamp(min=0).mean(1) @ r
+    A_bar = mean over heads of ReLU(dy/dA * A); R = (I + A_bar_L) ... (I + A_bar_1), or with
+    `rows` only those rows."""
+    r = _start(attentions, rows)
+    for a, g in zip(reversed(attentions), reversed(grads)):
+        r = r + r @ (g * a).clamp(min=0).mean(1)
     return r
 
 
@@ -155,7 +163,16 @@ class AttentionMethod(Method):
     def rows(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The query rows of R (B, T, T) on the key grid, (B, 1, h, w)."""
         idx = self.query_tokens(self.grid(r.shape[-2], x), x)
-        return self.grid(r.shape[-1], x).maps(r[torch.arange(len(idx)), idx])[:, None]
+        return self.on_grid(r[torch.arange(len(idx)), idx], x)
+
+    def on_grid(self, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One row per image (B, T) on the key grid, (B, 1, h, w)."""
+        return self.grid(row.shape[-1], x).maps(row)[:, None]
+
+    def rolled_layers(self, x: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """The layers rollout multiplies and each image's query token."""
+        names = self.up_to_layer()
+        return names, self.query_tokens(self.grid(self._weights[names[-1]].shape[-2], x), x)
 
     def extras(self) -> dict[str, torch.Tensor]:
         return {} if self._query is None else {"query": self._query}
@@ -214,8 +231,9 @@ class Rollout(AttentionMethod):
             raise ExplainError(f"{fusion!r}: choose mean, max or min", param="head_fusion")
         if not 0.0 <= discard < 1.0:
             raise ExplainError(f"{discard:g}: must be in [0, 1)", param="discard_ratio")
-        return self.rows(rollout([self._weights[n] for n in self.up_to_layer()], fusion,
-                                 discard), x)
+        names, idx = self.rolled_layers(x)
+        r = rollout([self._weights[n] for n in names], fusion, discard, rows=idx)
+        return self.on_grid(r[:, 0], x)
 
 
 @register
@@ -229,6 +247,6 @@ class GradAttention(AttentionMethod):
     def compute(self, x, acts, logits, targets):
         assert self._capture is not None
         grads = self._capture.gradients(logits.gather(1, targets[:, None]).sum())
-        names = self.up_to_layer()
-        return self.rows(gradient_rollout([self._weights[n] for n in names],
-                                          [grads[n] for n in names]), x)
+        names, idx = self.rolled_layers(x)
+        r = gradient_rollout([self._weights[n] for n in names], [grads[n] for n in names], idx)
+        return self.on_grid(r[:, 0], x)
