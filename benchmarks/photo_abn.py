@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def main() -> int:
         folder = Path(args.model) if Path(args.model).is_dir() else ROOT / "explain" / "zoo" / model.name
         card = json.loads((folder / "card.json").read_text())
         card.setdefault("metrics", {})["photo_abn"] = {
-            "command": "python benchmarks/photo_abn.py " + " ".join(sys.argv[1:]),
+            "command": shlex.join(["python", "benchmarks/photo_abn.py", *sys.argv[1:]]),
             "held_out_agreement": held["agreement"], "held_out_images": held["images"],
             "labelled_correct": acc["model"], "labelled_correct_teacher": acc["teacher"],
             "labelled_images": acc["images"], "pointing_game": pg,

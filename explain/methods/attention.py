@@ -39,11 +39,10 @@ def discard_lowest(a: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.where(a <= threshold, torch.zeros_like(a), a)
 
 
-def _start(attentions: list[torch.Tensor], rows: torch.Tensor | None) -> torch.Tensor:
+def _start(eye: torch.Tensor, batch: int, rows: torch.Tensor | None) -> torch.Tensor:
     """The identity (B, T, T), or its `rows` (B,) as (B, 1, T): products of attention
     matrices are then taken from the query row leftwards, a T-th of the full cost."""
-    eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
-    return eye.expand(attentions[0].shape[0], -1, -1) if rows is None else eye[rows][:, None]
+    return eye.expand(batch, -1, -1) if rows is None else eye[rows][:, None]
 
 
 def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float = 0.0,
@@ -52,7 +51,7 @@ def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float
     lowest `discard` of its weights, add the residual (0.5 A + 0.5 I) and renormalise the
     rows; R = A_L ... A_1 (B, T, T), or with `rows` (B,) only those rows of R (B, 1, T)."""
     eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
-    r = _start(attentions, rows)
+    r = _start(eye, attentions[0].shape[0], rows)
     for a in reversed(attentions):
         a = 0.5 * discard_lowest(FUSIONS[fusion](a), discard) + 0.5 * eye
         r = r @ (a / a.sum(-1, keepdim=True))
@@ -64,7 +63,8 @@ def gradient_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor],
     """Chefer et al. 2021 (the gradient x attention form): per layer
     A_bar = mean over heads of ReLU(dy/dA * A); R = (I + A_bar_L) ... (I + A_bar_1), or with
     `rows` only those rows."""
-    r = _start(attentions, rows)
+    eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
+    r = _start(eye, attentions[0].shape[0], rows)
     for a, g in zip(reversed(attentions), reversed(grads)):
         r = r + r @ (g * a).clamp(min=0).mean(1)
     return r
@@ -159,11 +159,6 @@ class AttentionMethod(Method):
         self._query = q.to(x.device)
         return torch.tensor([grid.index(px, py, (h, w)) for px, py in q.tolist()],
                             device=x.device)
-
-    def rows(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The query rows of R (B, T, T) on the key grid, (B, 1, h, w)."""
-        idx = self.query_tokens(self.grid(r.shape[-2], x), x)
-        return self.on_grid(r[torch.arange(len(idx)), idx], x)
 
     def on_grid(self, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One row per image (B, T) on the key grid, (B, 1, h, w)."""

@@ -54,6 +54,8 @@ class ABNEfficientNetLite0(ABNHead):
             raise ValueError("abn_efficientnet_lite0 takes RGB input (in_channels=3)")
         if imagenet_classifier and num_classes != 1000:
             raise ValueError("imagenet_classifier needs num_classes=1000")
+        if map_contrast != 1.0 and not imagenet_classifier:
+            raise ValueError("map_contrast needs imagenet_classifier")
         self.residual = residual
         self.imagenet_classifier = imagenet_classifier
         self.map_contrast = map_contrast
