@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,11 +162,16 @@ def test_console_script_lists_models():
 
 @pytest.mark.parametrize("argv", [["models", "--json"], ["models"]])
 def test_a_reader_that_leaves_early_gets_no_traceback(argv):
-    """`explain models --json | head`: the pipe is closed before the CLI writes (the
-    interpreter is still starting), so every write meets EPIPE."""
-    proc = subprocess.Popen([sys.executable, "-m", "explain", *argv], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdout.close()
+    """`explain models --json | head`: the reader is gone before the CLI writes, so every
+    write meets EPIPE. The read end is closed before the child starts: closing it after
+    Popen raced with a fast child that could fill the pipe buffer first (exit 0)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "explain", *argv], cwd=ROOT,
+                                stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 141  # as a writer killed by SIGPIPE
     assert err == ""
