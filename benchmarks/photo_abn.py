@@ -64,11 +64,13 @@ def accuracy(model, teacher, source: str | None) -> dict:
             "teacher": int((top1(teacher.net, x) == y).sum())}
 
 
-def composites(photos, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n composites (normalised, 224 px) and their object boxes."""
+def composites(photos, n: int, seed: int = 0, held: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """n composites (normalised, 224 px) of held-out (or training) photos and cut-outs, and
+    their object boxes."""
     rng = np.random.default_rng(seed)
-    grounds = [load_image(p) for p in photos.held_photos]
-    cutouts = [rgba(p) for p in photos.held_cutouts]
+    grounds = [load_image(p) for p in (photos.held_photos if held else photos.train_photos)]
+    cutouts = [rgba(p) for p in (photos.held_cutouts if held else photos.train_cutouts)]
     xs, boxes = [], []
     for _ in range(n):
         ground = random_crop(Image.fromarray(grounds[int(rng.integers(len(grounds)))]), rng,

@@ -13,10 +13,12 @@ store-wide lock (flock on EDITS/.lock)
 serialises saves across threads and processes: the manifest is shared by every image, so a
 lock per image alone would not protect it, and a save takes about a millisecond.
 
-Maps are stored at the model's input resolution as raw M(x) values in [0, 1] (not min-max
-normalised), so "remove" (-> 0) and "add" (-> 1) mean the same in the editor, here and in
-the map loss. Edits also come from grayscale PNGs (`import_files`, mode "map") or from mask
-files (modes "remove": M' = M * (1 - E), "add": M' = max(M, E)).
+Maps are stored at the model's input resolution in edit units (`MapScale`): M(x)'s values
+mapped from the model's map range [lo, hi] onto [0, 1] -- for an ABN that learnt its map the
+raw M(x) itself, not min-max normalised, so "remove" (-> 0) and "add" (-> 1) mean the same in
+the editor, here and in the map loss (which compares M(x) with `MapScale.raw` of the edit).
+Edits also come from grayscale PNGs (`import_files`, mode "map") or from mask files (modes
+"remove": M' = M * (1 - E), "add": M' = max(M, E)), in the same units.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -43,6 +45,8 @@ from .labels import class_key, class_lookup
 from .methods import Explainer
 from .pipeline import prepare
 from .model import Model
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -143,12 +147,33 @@ def editable_map(model: Model) -> str:
     return model.caps.rescore
 
 
+@dataclass(frozen=True)
+class MapScale:
+    """Edit units: the model's map range [lo, hi] (the ABN's `map_range()`) onto [0, 1].
+    An ABN whose map is held near 0.5 (the ImageNet ABN) would show a flat map in the
+    editor, and "remove" -> 0 would ask for values its map never takes; in these units
+    every ABN's map spans the editor's colour scale. (0, 1): the raw M(x)."""
+    lo: float = 0.0
+    hi: float = 1.0
+
+    def units(self, m: ArrayT) -> ArrayT:
+        return ((m - self.lo) / (self.hi - self.lo)).clip(0, 1)
+
+    def raw(self, u: ArrayT) -> ArrayT:
+        return self.lo + u * (self.hi - self.lo)
+
+
+def map_scale(model: Model) -> MapScale:
+    return MapScale(*model.net.map_range())
+
+
 def model_maps(model: Model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """M(x) of an ABN, raw (not min-max normalised), at input resolution (B, H, W), and
-    the class probabilities (B, K), from one forward pass."""
+    """M(x) of an ABN in edit units (`MapScale`; not min-max normalised) at input
+    resolution (B, H, W), and the class probabilities (B, K), from one forward pass."""
     with Explainer(model, editable_map(model)) as ex:
         expl = ex(x)
-    return upsample(expl.raw, tuple(x.shape[-2:]))[:, 0].clamp(0, 1).cpu(), expl.probs.cpu()
+    return (map_scale(model).units(upsample(expl.raw, tuple(x.shape[-2:]))[:, 0]).cpu(),
+            expl.probs.cpu())
 
 
 class EditStore:

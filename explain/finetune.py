@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .atomic import atomic_write_text
 from .checkpoint import read_card
 from .domain import describe, misfits
-from .edits import Edit, EditStore
+from .edits import Edit, EditStore, MapScale, map_scale
 from .errors import ExplainError, ImageError
 from .explanation import upsample
 from .finetune_config import PAPER, Fill, FinetuneConfig
@@ -44,17 +44,21 @@ from .trainsets import ArraySet, FolderSet, TrainSet
 class EditedSamples:
     """Edited images as tensors: x (N, C, H, W) normalised, y (N,), maps (N, 1, H, W) the
     edited M' (or, for RRR/HINT, the annotation mask), original (N, 1, H, W) the model's own
-    M(x) when the edit was made (None when unknown: no counterfactuals then)."""
+    M(x) when the edit was made (None when unknown: no counterfactuals then); both raw
+    M(x) values, `scale` the model's edit units (explain.edits.MapScale)."""
     x: torch.Tensor
     y: torch.Tensor
     maps: torch.Tensor
     original: torch.Tensor | None = None
+    scale: MapScale = MapScale()
 
     def removed(self) -> torch.Tensor | None:
-        """Where the person took attention away: M' below half of M, where M was not ~0."""
+        """Where the person took attention away: M' below half of M, where M was not ~0
+        (in edit units)."""
         if self.original is None:
             return None
-        return (self.maps < 0.5 * self.original) & (self.original > 0.02)
+        m, edited = self.scale.units(self.original), self.scale.units(self.maps)
+        return (edited < 0.5 * m) & (m > 0.02)
 
 
 
@@ -76,6 +80,20 @@ def counterfactual_fill(x: torch.Tensor, region: torch.Tensor, g: torch.Generato
 def feature_modules(net: nn.Module) -> list[nn.Module]:
     """The feature extractor g(x) of a network that declares a feature split."""
     return net.feature_modules()
+
+
+MAP_HEAD = ("att_conv3", "bn_att3")
+
+
+def all_but_map(net: nn.Module) -> list[nn.Module]:
+    """Every module but the map's last convolution and its normalisation (scope "map")."""
+    return [m for name, m in net.named_children() if name not in MAP_HEAD]
+
+
+def tuning_config(net: nn.Module, chosen: dict) -> FinetuneConfig:
+    """The settings the user `chosen`, the rest the network's own `finetune_defaults`
+    (e.g. the ImageNet ABN's), then FinetuneConfig's."""
+    return FinetuneConfig(**{**getattr(net, "finetune_defaults", {}), **chosen})
 
 
 class EditedSet(TrainSet):
@@ -191,10 +209,11 @@ def load_edited(store: EditStore, model: Model, edits: list[Edit]) -> tuple[Edit
                            + (f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""),
                            param="edits")
     pairs = [store.load(e) for e in keep]
-    original, maps = (upsample(torch.from_numpy(np.stack([p[i] for p in pairs]))[:, None],
-                               model.input.size) for i in (0, 1))
+    scale = map_scale(model)
+    original, maps = (scale.raw(upsample(torch.from_numpy(np.stack([p[i] for p in pairs]))[:, None],
+                                         model.input.size)) for i in (0, 1))
     y = torch.tensor([e.label for e in keep], dtype=torch.long)
-    return EditedSamples(batch.x, y, maps, original), problems
+    return EditedSamples(batch.x, y, maps, original, scale), problems
 
 
 def align_classes(data: TrainSet, classes: list[str], name: str) -> TrainSet:
@@ -254,16 +273,27 @@ def finetune(init: str | os.PathLike, out: str | os.PathLike, train_set: TrainSe
     tc = TrainConfig(arch=card["arch"], data=card.get("data", ""), out=str(out),
                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                      device=cfg.device, precision=cfg.precision, augment=cfg.augment,
-                     init=str(init), arch_kwargs=overrides, resume=resume, command=command)
-    return train(tc, {"gamma": cfg.gamma}, train_set, test_set,
-                 frozen=feature_modules if cfg.freeze_features else None, progress=progress)
+                     init=str(init), arch_kwargs=overrides, resume=resume, command=command,
+                     optimizer=cfg.optimizer)
+    frozen = all_but_map if cfg.scope == "map" else feature_modules if cfg.freeze_features \
+        else None
+    return train(tc, {"gamma": cfg.gamma}, train_set, test_set, frozen=frozen, progress=progress)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson's r of each row of a with the same row of b (NaN where one is constant)."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
 @torch.no_grad()
 def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
             batch_size: int = 256, desc: str | None = None) -> dict:
-    """Held-out accuracy (overall and per class) and, on edited images, how close M(x) is
-    to the edits: agreement = 1 - mean |M(x) - M'| at input size, and the map loss.
+    """Held-out accuracy (overall and per class; None without held-out images) and, on
+    edited images, their accuracy and how close M(x) is
+    to the edits: agreement = 1 - mean |M(x) - M'| at input size in edit units (for most
+    ABNs M's own), the map loss, and Pearson's r of M(x) with M' (the map's shape, blind
+    to a change of M's mean or spread).
     `desc` shows a progress bar with that label."""
     net.eval()
     device = next(net.parameters()).device
@@ -273,22 +303,28 @@ def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
                       dynamic_ncols=True):
         preds.append(net(batch["x"].to(device)).argmax(1).cpu())
         labels.append(batch["y"])
-    p, y = torch.cat(preds), torch.cat(labels)
+    p, y = (torch.cat(t) if t else torch.zeros(0, dtype=torch.long) for t in (preds, labels))
     k = len(test_set.classes)
     per_class = [float((p[y == c] == c).float().mean()) if (y == c).any() else None
                  for c in range(k)]
-    res = {"accuracy": float((p == y).float().mean()), "test_images": len(y),
-           "per_class_accuracy": per_class}
+    res = {"accuracy": float((p == y).float().mean()) if len(y) else None,
+           "test_images": len(y), "per_class_accuracy": per_class}
     if edited is not None:
-        agree, loss = [], []
+        agree, loss, corr, right = [], [], [], 0
         for s in range(0, len(edited.y), batch_size):
             x, target = edited.x[s:s + batch_size].to(device), edited.maps[s:s + batch_size].to(device)
-            att = net.forward_all(x).att_map
-            agree.append((upsample(att, target.shape[-2:]) - target).abs().flatten(1).mean(1))
-            loss.append(map_loss(att, target, torch.ones(len(x), device=device)) * len(x))
-        res["map_agreement"] = float(1 - torch.cat(agree).mean())
+            out = net.forward_all(x)
+            right += int((out.logits.argmax(1).cpu() == edited.y[s:s + batch_size]).sum())
+            loss.append(map_loss(out.att_map, target, torch.ones(len(x), device=device)) * len(x))
+            att = upsample(out.att_map, target.shape[-2:]).flatten(1).float()
+            agree.append((att - target.flatten(1)).abs().mean(1))
+            corr.append(pearson(att, target.flatten(1).float()))
+        span = edited.scale.hi - edited.scale.lo
+        res["map_agreement"] = float(1 - torch.cat(agree).mean() / span)
         res["map_loss"] = float(sum(loss) / len(edited.y))
+        res["map_correlation"] = float(torch.cat(corr).nanmean())
         res["edited_images"] = len(edited.y)
+        res["edited_accuracy"] = right / len(edited.y)
     return res
 
 
@@ -314,11 +350,15 @@ def write_report(out: str | os.PathLike, rep: dict) -> tuple[Path, Path]:
              f"| held-out accuracy ({b['test_images']} images) | {pct(b['accuracy'])} | {pct(a['accuracy'])} |"]
     if "map_agreement" in b:
         lines += [f"| mean map agreement on {b['edited_images']} edited images "
-                  f"(1 - mean abs. difference) | {b['map_agreement']:.4f} | {a['map_agreement']:.4f} |",
-                  f"| map loss on edited images | {b['map_loss']:.4f} | {a['map_loss']:.4f} |"]
+                  f"(1 - mean abs. difference, edit units) | {b['map_agreement']:.4f} | {a['map_agreement']:.4f} |",
+                  f"| map loss on edited images | {b['map_loss']:.4f} | {a['map_loss']:.4f} |",
+                  f"| mean correlation of M(x) with the edits (the map's shape) | "
+                  f"{b['map_correlation']:.3f} | {a['map_correlation']:.3f} |",
+                  f"| accuracy on the edited images | {pct(b.get('edited_accuracy'))} | "
+                  f"{pct(a.get('edited_accuracy'))} |"]
     lines += ["", "| class | before | after | change |", "|---|---|---|---|"]
     lines += [f"| {r['class']} | {pct(r['before'])} | {pct(r['after'])} | {pts(r['change'])} |"
-              for r in rep["per_class"]]
+              for r in rep["per_class"] if r["before"] is not None or r["after"] is not None]
     md = out / "report.md"
     atomic_write_text(md, "\n".join(lines) + "\n")
     return out / "report.json", md

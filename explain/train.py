@@ -59,6 +59,7 @@ class TrainConfig:
     limit: int | None = None        # train on the first N training samples only
     init: str | None = None         # start from this checkpoint's weights (fine-tuning)
     freeze: list[str] = field(default_factory=list)  # modules kept fixed, see frozen_modules
+    optimizer: str = "sgd"          # sgd (momentum 0.9, Nesterov) | adam
     arch_kwargs: dict = field(default_factory=dict)
     command: str = ""
 
@@ -178,9 +179,10 @@ def train(cfg: TrainConfig, loss_kwargs: dict | None = None,
     params = trainable(net) if trainable else [p for p in net.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=0.9, nesterov=True)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.Adam(groups, lr=cfg.lr) if cfg.optimizer == "adam" else \
+        torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = train_set.num_batches(cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, max(1, total // 20))

@@ -3,18 +3,24 @@ extractor stays frozen, and the command writes a checkpoint and a before/after r
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import SAMPLES
+from explain import create_model, load_image
 from explain.cli.main import main
 from explain.checkpoint import load_checkpoint
 from explain.datasets import FMNIST_CLASSES, ArrayData
-from explain.edits import EditStore
-from explain.finetune import (PAPER, EditedSamples, EditedSet, FinetuneConfig,
-                              feature_modules, finetune, measure)
+from explain.editor.server import EditorSession
+from explain.edits import EditStore, map_scale, model_maps
+from explain.explanation import upsample
+from explain.finetune import (PAPER, EditedSamples, EditedSet, FinetuneConfig, checkpoint_dir,
+                              feature_modules, finetune, measure, tuning_config)
+from explain.finetune_config import MAP_ONLY
 from explain.models import build
 from explain.trainsets import ArraySet
 
@@ -155,3 +161,77 @@ def test_finetune_command_refuses_unusable_edits(tiny_abn_dir, tiny_resnet_dir, 
     rc = main(["finetune", "--model", str(tiny_resnet_dir), "--edits", str(tmp_path / "edits")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "is not an ABN" in err
+
+
+@pytest.fixture(scope="module")
+def coffee_edit(tmp_path_factory):
+    """The sample coffee photo in an ImageNet-class folder and an edit of the ImageNet ABN's
+    map that removes the spoon's attention (`explain edit --from-masks`)."""
+    root = tmp_path_factory.mktemp("photo-edits")
+    photos, masks = root / "photos" / "espresso", root / "masks"
+    photos.mkdir(parents=True)
+    masks.mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", photos)
+    e = np.zeros((224, 224), np.uint8)
+    e[144:208, 112:176] = 255  # the spoon, in the model's 224 px view
+    Image.fromarray(e).save(masks / "coffee.png")
+    assert main(["edit", str(root / "photos"), "--model", "abn", "--edits", str(root / "edits"),
+                 "--from-masks", str(masks)]) == 0
+    return root
+
+
+def test_the_imagenet_abn_is_edited_in_its_maps_own_range(coffee_edit):
+    """Its map stays near 0.5; edits span that range (explain.edits.MapScale), so the editor
+    shows a map with contrast and "remove" asks for values the map can take."""
+    model = create_model("abn")
+    scale = map_scale(model)
+    assert 0.3 < scale.lo < 0.45 and 0.55 < scale.hi < 0.7
+    x = model.input(load_image(SAMPLES / "coffee.jpg"))[0][None]
+    units, probs = model_maps(model, x)
+    with torch.no_grad():
+        raw = upsample(model.net.forward_all(x).att_map, (224, 224))[:, 0]
+    assert raw.max() - raw.min() < 0.25 and units.max() - units.min() > 0.5
+    torch.testing.assert_close(scale.raw(units), raw, atol=1e-5, rtol=0)
+    original, edited = EditStore(coffee_edit / "edits").load(
+        next(iter(EditStore(coffee_edit / "edits").entries().values())))
+    assert edited[150:200, 120:170].max() == 0 and np.allclose(edited[:100], original[:100])
+    # the editor re-scores with the raw map: its own map gives its own prediction
+    session = EditorSession(model, EditStore(coffee_edit / "edits"),
+                            [str(coffee_edit / "photos")], progress=False)
+    top = session.score(0, session.analyse(0)[1])[0]
+    assert top["index"] == int(probs[0].argmax())
+    assert top["probability"] == pytest.approx(float(probs[0].max()), abs=2e-3)  # 224 px and back
+
+
+def test_finetuning_the_imagenet_abn_moves_only_its_map(coffee_edit, tmp_path, capsys):
+    """The model's own settings (MAP_ONLY: the map's last convolution and normalisation,
+    Adam) unless the command line says otherwise; the map takes the edit's shape, every
+    other weight stays the pip-installed one."""
+    out = tmp_path / "ft"
+    rc = main(["finetune", "--model", "abn", "--edits", str(coffee_edit / "edits"), "--data",
+               str(coffee_edit / "photos"), "--steps", "15", "--batch-size", "2",
+               "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "no held-out images" in captured.err and "no held-out images" in captured.out
+    rep = json.loads((out / "report.json").read_text())
+    cfg = rep["config"]
+    assert (cfg["scope"], cfg["optimizer"], cfg["lr"], cfg["steps"], cfg["batch_size"]) == \
+        ("map", "adam", 0.001, 15, 2)  # the model's own, but what the command line chose
+    b, a = rep["before"], rep["after"]
+    assert a["map_correlation"] > b["map_correlation"] + 0.2
+    assert b["edited_accuracy"] == a["edited_accuracy"] == 1.0  # still an espresso
+    assert b["accuracy"] is None and "held-out accuracy (0 images) | - | -" in \
+        (out / "report.md").read_text()
+    tuned, _ = load_checkpoint(out)
+    zoo, _ = load_checkpoint(checkpoint_dir("abn"))
+    zoo_state = zoo.state_dict()
+    changed = {k.split(".")[0] for k, v in tuned.state_dict().items()
+               if not torch.equal(v, zoo_state[k])}
+    assert changed == {"att_conv3", "bn_att3"}
+
+
+def test_settings_come_from_the_command_line_then_the_model_then_the_defaults(tiny_abn):
+    imagenet_abn = create_model("abn").net
+    assert tuning_config(imagenet_abn, {"lr": 0.01}) == FinetuneConfig(**{**MAP_ONLY, "lr": 0.01})
+    assert tuning_config(tiny_abn.net, {"epochs": 1}) == FinetuneConfig(epochs=1)

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
-from ..edits import Edit, EditStore, editable_map, folder_labels, model_id, model_maps
+from ..edits import (Edit, EditStore, editable_map, folder_labels, map_scale, model_id,
+                     model_maps)
 from ..errors import ExplainError
 from ..images import find_images
 from ..model import Model
@@ -67,6 +68,7 @@ class EditorSession:
         editable_map(model)  # refuses a model whose maps cannot be fed back
         self.model, self.store, self.topk = model, store, topk
         self.model_id = model_id(model)
+        self.scale = map_scale(model)  # the page paints in edit units
         self.lock = threading.Lock()  # one forward pass at a time on the shared network
         paths = find_images(inputs)
         labels = dict(zip(paths, folder_labels(paths, inputs, model.classes)))
@@ -130,7 +132,7 @@ class EditorSession:
     def score(self, i: int, edited: np.ndarray) -> list[dict]:
         """Top-k of the perception branch re-run with M' in place of M(x)."""
         x, _, _ = self.analyse(i)
-        att = torch.from_numpy(edited)[None, None].to(x.device)
+        att = self.scale.raw(torch.from_numpy(edited))[None, None].to(x.device)
         with self.lock, torch.no_grad():
             self.model.net.eval()
             probs = self.model.net(x, att=att).float().softmax(1)[0].cpu()

@@ -11,25 +11,29 @@ from ..datasets import SYNTHETIC
 from ..edits import EditStore, model_id
 from ..errors import ExplainError
 from ..finetune import (EditedSet, FinetuneConfig, align_classes, checkpoint_dir, editable_card,
-                        exclude, finetune, limit, load_edited, measure, report, write_report)
+                        exclude, finetune, limit, load_edited, measure, report, tuning_config,
+                        write_report)
 from ..registry import create_model
 from ..trainsets import load_trainset
 
 log = logging.getLogger(__name__)
 
 
-def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | None = None,
+def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig | dict, data: str | None = None,
                       out: str | None = None, unedited: int | None = None, command: str = "",
                       held_out: int | None = None) -> tuple[dict, Path]:
     """Fine-tune the checkpoint (folder or embedded name) `model` on the usable edits in
     `edits`, mixed with `unedited` (default: all) unedited training samples of `data`
     (default: the data named on its card), into `out` (default: ./<model>-finetuned); the
     before/after report scores `held_out` (default: all) held-out images.
+    `cfg` as a dict holds the settings chosen; the rest come from the model (`tuning_config`).
     Edits made with other weights, or whose image changed, are skipped with a warning.
     Returns the report (also written as OUT/report.json and report.md) and OUT."""
     init = checkpoint_dir(model)
     editable_card(init)
     net = create_model(str(init))
+    if isinstance(cfg, dict):
+        cfg = tuning_config(net.net, cfg)
     if cfg.gamma < 0:
         raise ExplainError(f"{cfg.gamma} must not be negative", param="gamma")
     store = EditStore(edits)
@@ -56,10 +60,14 @@ def finetune_on_edits(model: str, edits: str, cfg: FinetuneConfig, data: str | N
     used = [e.image for e in usable]
     base = limit(exclude(align_classes(base, net.classes, data), used), unedited, cfg.seed)
     test = limit(exclude(align_classes(test, net.classes, data), used), held_out, cfg.seed)
+    if not len(test):
+        log.warning("%s has no held-out images apart from the edited ones: the report gives "
+                    "the edited images only", data)
     how = f"counterfactual fill {cfg.counterfactual}" if cfg.counterfactual else "no counterfactuals"
-    log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s (%s, features %s)",
-             net.name, len(edited.y), len(base), data, how,
-             "frozen" if cfg.freeze_features else "trained")
+    trains = "the map's last convolution only" if cfg.scope == "map" else \
+        "features frozen" if cfg.freeze_features else "the whole network"
+    log.info("fine-tuning %s on %d edit(s) + %d unedited sample(s) of %s (%s; %s, %s lr %g)",
+             net.name, len(edited.y), len(base), data, how, trains, cfg.optimizer, cfg.lr)
     before = measure(net.net, test, edited, desc="held-out, before")
     train_set = EditedSet(edited, base, net.classes, net.input, share=cfg.edited_share,
                           steps=cfg.steps, counterfactual=cfg.counterfactual)

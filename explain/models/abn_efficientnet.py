@@ -25,10 +25,13 @@ this architecture stores only what differs from it (explain.checkpoint).
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from efficientnet_lite_pytorch.model import MBConvBlock
 from torch import nn
 
+from ..finetune_config import MAP_ONLY
 from ..weights import read_state_dict
 from .abn_head import ABN_MAPS, ABNHead
 from .arch import architecture
@@ -74,6 +77,7 @@ class ABNEfficientNetLite0(ABNHead):
                 nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum), nn.ReLU6())
             channels = conv.out_channels
             self.map_grad = False  # the perception loss would flatten M (explain.losses.distil_loss)
+            self.finetune_defaults = MappingProxyType(MAP_ONLY)
         self.add_attention_head(channels, num_classes)
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
@@ -111,6 +115,15 @@ class ABNEfficientNetLite0(ABNHead):
         """ImageNet weights into the backbone and the attention trunk (see pretrained_state)."""
         unexpected = self.load_state_dict(self.pretrained_state(), strict=False).unexpected_keys
         assert not unexpected, unexpected
+
+    def map_range(self) -> tuple[float, float]:
+        """With `map_contrast` M(x) stays near 0.5 (about [0.42, 0.60] on photos at 0.25),
+        so an edit's 0 or 1 would lie many standard deviations outside what the map can
+        be: edits span M's normalised score within +-2 (bn_att3's scale and shift)."""
+        if not self.imagenet_classifier:
+            return super().map_range()
+        w, b = self.bn_att3.weight.detach().abs().float(), self.bn_att3.bias.detach().float()
+        return float(torch.sigmoid(b - 2 * w)), float(torch.sigmoid(b + 2 * w))
 
     def train(self, mode: bool = True) -> "ABNEfficientNetLite0":
         """With the ImageNet classifier the BatchNorm statistics of the pretrained network

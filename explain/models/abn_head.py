@@ -19,7 +19,8 @@ M(x) (Mitsuhara et al.): the capability `rescore="abn"` that the editor and fine
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -46,6 +47,9 @@ class ABNHead(nn.Module):
     # False: in training, the perception loss does not reach M(x) (its gradient stops at
     # the map); explanations still differentiate through it
     map_grad: bool = True
+    # fine-tuning settings (explain.finetune_config.FinetuneConfig fields) this ABN needs
+    # where the general defaults, made for ABNs that learnt their map, do not serve
+    finetune_defaults: Mapping[str, object] = MappingProxyType({})
 
     def add_attention_head(self, channels: int, num_classes: int, dropout: float = 0.0) -> None:
         """The head's modules on a trunk output of `channels` channels."""
@@ -58,6 +62,12 @@ class ABNHead(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.att_map = nn.Sigmoid()
         self.att_dropout = nn.Dropout(dropout)
+
+    def map_range(self) -> tuple[float, float]:
+        """The span of M(x) that edits paint in (explain.edits.MapScale): "remove" takes a
+        place to the low end, "add" to the high end. All of sigmoid's (0, 1) for an ABN
+        that learnt its map."""
+        return 0.0, 1.0
 
     def weigh(self, g: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         """g'(x) = (1 + M) * g(x), or M * g(x) without the residual."""
