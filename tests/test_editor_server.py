@@ -144,11 +144,12 @@ def test_concurrent_saves_leave_one_valid_file(session):
     maps = [np.full(784, v, np.float32).tolist() for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
     codes = []
 
-    def save(m):
-        c = page_client(session)
+    def save(c, m):
         for _ in range(4):
             codes.append(post(c, "/api/save/0", {"map": m}).status_code)
-    threads = [threading.Thread(target=save, args=(m,)) for m in maps]
+    # the apps are built here: werkzeug compiles routes thread-unsafely (a thread that built
+    # its own app sometimes died in Rule.compile, and its 4 saves were missing)
+    threads = [threading.Thread(target=save, args=(page_client(session), m)) for m in maps]
     for t in threads:
         t.start()
     for t in threads:
