@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from explain import Explainer, create_model, load_image  # noqa: E402
 from explain.atomic import atomic_write_text  # noqa: E402
 from explain.distil import paste, random_crop, rgba  # noqa: E402
-from explain.metrics.localisation import box_masks, pointing_game  # noqa: E402
+from explain.metrics.localisation import box_masks, energy_pointing_game, pointing_game  # noqa: E402
 from explain.photos import collect, labelled  # noqa: E402
 from explain.preprocess import IMAGENET  # noqa: E402
 from record import under_load, write  # noqa: E402
@@ -81,15 +81,22 @@ def composites(photos, n: int, seed: int = 0, held: bool = True
     return torch.stack(xs), torch.tensor(boxes, dtype=torch.float32)
 
 
-def pointing(model, method: str, x: torch.Tensor, boxes: torch.Tensor) -> float:
-    hits = []
+def localisation(model, method: str, x: torch.Tensor, boxes: torch.Tensor) -> dict:
+    """The pointing game and the energy pointing game (the map's mass inside the box)."""
+    hits, energy = [], []
     with Explainer(model, method=method) as ex:
         for i in range(0, len(x), BATCH):
             maps = ex(x[i:i + BATCH]).maps
             regions, _ = box_masks(boxes[i:i + BATCH], tuple(maps.shape[-2:]))
             hits.append(pointing_game(maps, regions))
+            energy.append(energy_pointing_game(maps, regions))
     h = torch.cat(hits)
-    return float(h[~h.isnan()].mean())
+    return {"pointing_game": float(h[~h.isnan()].mean()),
+            "mass_in_box": float(torch.cat(energy).nanmean())}
+
+
+def pointing(model, method: str, x: torch.Tensor, boxes: torch.Tensor) -> float:
+    return localisation(model, method, x, boxes)["pointing_game"]
 
 
 def cost(model, reps: int) -> dict:

@@ -27,13 +27,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from explain import Explainer, create_model  # noqa: E402
+from explain import create_model  # noqa: E402
 from explain.edits import map_scale, model_maps  # noqa: E402
 from explain.finetune import (EditedSamples, EditedSet, FinetuneConfig, checkpoint_dir,  # noqa: E402
-                              finetune, measure, tuning_config)
-from explain.metrics.localisation import box_masks, pointing_game  # noqa: E402
+                              edit_agreement, finetune, tuning_config)
+from explain.metrics.localisation import box_masks  # noqa: E402
 from explain.photos import collect  # noqa: E402
-from photo_abn import BATCH, agreement, composites, top1  # noqa: E402
+from photo_abn import BATCH, agreement, composites, localisation, top1  # noqa: E402
 from record import under_load, write  # noqa: E402
 
 
@@ -48,24 +48,9 @@ def edited_composites(model, teacher, photos, n: int, seed: int) -> EditedSample
     return EditedSamples(x, top1(teacher.net, x), maps, original, scale)
 
 
-@torch.no_grad()
-def localisation(model, x: torch.Tensor, boxes: torch.Tensor) -> dict:
-    """Pointing game and mass in the box of the native map (min-max normalised per image)."""
-    hits, mass = [], []
-    with Explainer(model, method="abn") as ex:
-        for i in range(0, len(x), BATCH):
-            maps = ex(x[i:i + BATCH]).maps
-            regions, _ = box_masks(boxes[i:i + BATCH], tuple(maps.shape[-2:]))
-            hits.append(pointing_game(maps, regions))
-            m = maps.flatten(1)
-            mass.append((m * regions.flatten(1)).sum(1) / m.sum(1).clamp(min=1e-12))
-    h = torch.cat(hits)
-    return {"pointing_game": float(h[~h.isnan()].mean()), "mass_in_box": float(torch.cat(mass).mean())}
-
-
 def scores(model, teacher, photos, held_x, held_boxes, edited: EditedSamples) -> dict:
-    agree = measure(model.net, EditedSet(edited, None, model.classes, model.input), edited)
-    return {**localisation(model, held_x, held_boxes),
+    agree = edit_agreement(model.net, edited)
+    return {**localisation(model, "abn", held_x, held_boxes),
             "teacher_agreement": agreement(model, teacher, photos.held_photos + photos.held_cutouts),
             "map_agreement_edited": agree["map_agreement"],
             "map_correlation_edited": agree["map_correlation"],

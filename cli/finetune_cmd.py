@@ -10,7 +10,6 @@ from explain.finetune_config import MAP_ONLY, PAPER, FinetuneConfig
 from .common import DEVICE_HELP, command_line, device_arg, positive_int
 
 F = FinetuneConfig
-OWN = "*"
 TUNABLE = ("counterfactual", "freeze_features", "perception", "scope", "optimizer", "gamma",
            "edited_share", "epochs", "steps", "lr", "batch_size", "augment")
 HELP = "fine-tune an ABN on edited attention maps; writes a checkpoint and a before/after report"
@@ -58,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--counterfactual", choices=["mix", "donor", "flat", "off"],
                    help="refill removed regions of edited images: with another image's pixels "
                         f"(donor), a random flat value (flat), either (mix), or not (off) "
-                        f"(default: {F.counterfactual}{OWN})")
+                        f"(default: {F.counterfactual}*)")
     p.add_argument("--freeze-features", action=argparse.BooleanOptionalAction,
                    help="keep the feature extractor g(x) fixed (weights and BatchNorm "
                         "statistics) (default: no)")
@@ -67,21 +66,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"(default: {F.perception})")
     p.add_argument("--scope", choices=["network", "map"],
                    help="network: train what --freeze-features leaves; map: only the map's "
-                        f"last convolution (default: {F.scope}{OWN})")
+                        f"last convolution (default: {F.scope}*)")
     p.add_argument("--optimizer", choices=["sgd", "adam"],
-                   help=f"SGD (momentum 0.9, Nesterov) or Adam (default: {F.optimizer}{OWN})")
+                   help=f"SGD (momentum 0.9, Nesterov) or Adam (default: {F.optimizer}*)")
     p.add_argument("--gamma", type=float, help=f"weight of the map loss (default: {F.gamma})")
     p.add_argument("--edited-share", type=float,
                    help="share of every batch drawn from the edited images "
-                        f"(default: {F.edited_share}{OWN})")
+                        f"(default: {F.edited_share}*)")
     p.add_argument("--epochs", type=positive_int,
-                   help=f"passes of --steps batches (default: {F.epochs}{OWN})")
+                   help=f"passes of --steps batches (default: {F.epochs}*)")
     p.add_argument("--steps", type=positive_int,
-                   help=f"batches per epoch (default: {F.steps}{OWN})")
+                   help=f"batches per epoch (default: {F.steps}*)")
     p.add_argument("--lr", type=float,
-                   help=f"peak learning rate, cosine schedule (default: {F.lr}{OWN})")
+                   help=f"peak learning rate, cosine schedule (default: {F.lr}*)")
     p.add_argument("--batch-size", type=positive_int,
-                   help=f"samples a batch (default: {F.batch_size}{OWN})")
+                   help=f"samples a batch (default: {F.batch_size}*)")
     p.add_argument("--seed", type=int, default=0, help="sampling and augmentation seed")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,

@@ -289,12 +289,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
             batch_size: int = 256, desc: str | None = None) -> dict:
-    """Held-out accuracy (overall and per class; None without held-out images) and, on
-    edited images, their accuracy and how close M(x) is
-    to the edits: agreement = 1 - mean |M(x) - M'| at input size in edit units (for most
-    ABNs M's own), the map loss, and Pearson's r of M(x) with M' (the map's shape, blind
-    to a change of M's mean or spread).
-    `desc` shows a progress bar with that label."""
+    """Held-out accuracy (overall and per class; None without held-out images) and, with
+    `edited`, `edit_agreement`. `desc` shows a progress bar with that label."""
     net.eval()
     device = next(net.parameters()).device
     preds, labels = [], []
@@ -309,23 +305,31 @@ def measure(net: nn.Module, test_set: TrainSet, edited: EditedSamples | None,
                  for c in range(k)]
     res = {"accuracy": float((p == y).float().mean()) if len(y) else None,
            "test_images": len(y), "per_class_accuracy": per_class}
-    if edited is not None:
-        agree, loss, corr, right = [], [], [], 0
-        for s in range(0, len(edited.y), batch_size):
-            x, target = edited.x[s:s + batch_size].to(device), edited.maps[s:s + batch_size].to(device)
-            out = net.forward_all(x)
-            right += int((out.logits.argmax(1).cpu() == edited.y[s:s + batch_size]).sum())
-            loss.append(map_loss(out.att_map, target, torch.ones(len(x), device=device)) * len(x))
-            att = upsample(out.att_map, target.shape[-2:]).flatten(1).float()
-            agree.append((att - target.flatten(1)).abs().mean(1))
-            corr.append(pearson(att, target.flatten(1).float()))
-        span = edited.scale.hi - edited.scale.lo
-        res["map_agreement"] = float(1 - torch.cat(agree).mean() / span)
-        res["map_loss"] = float(sum(loss) / len(edited.y))
-        res["map_correlation"] = float(torch.cat(corr).nanmean())
-        res["edited_images"] = len(edited.y)
-        res["edited_accuracy"] = right / len(edited.y)
-    return res
+    return {**res, **(edit_agreement(net, edited, batch_size) if edited is not None else {})}
+
+
+@torch.no_grad()
+def edit_agreement(net: nn.Module, edited: EditedSamples, batch_size: int = 256) -> dict:
+    """On the edited images: their accuracy, and how close M(x) is to the edits: agreement
+    = 1 - mean |M(x) - M'| at input size in edit units (for most ABNs M's own), the map
+    loss, and Pearson's r of M(x) with M' (the map's shape, blind to a change of M's mean
+    or spread)."""
+    net.eval()
+    device = next(net.parameters()).device
+    agree, loss, corr, right = [], [], [], 0
+    for s in range(0, len(edited.y), batch_size):
+        x, target = edited.x[s:s + batch_size].to(device), edited.maps[s:s + batch_size].to(device)
+        out = net.forward_all(x)
+        right += int((out.logits.argmax(1).cpu() == edited.y[s:s + batch_size]).sum())
+        loss.append(map_loss(out.att_map, target, torch.ones(len(x), device=device)) * len(x))
+        att = upsample(out.att_map, target.shape[-2:]).flatten(1).float()
+        agree.append((att - target.flatten(1)).abs().mean(1))
+        corr.append(pearson(att, target.flatten(1).float()))
+    span = edited.scale.hi - edited.scale.lo
+    return {"map_agreement": float(1 - torch.cat(agree).mean() / span),
+            "map_loss": float(sum(loss) / len(edited.y)),
+            "map_correlation": float(torch.cat(corr).nanmean()),
+            "edited_images": len(edited.y), "edited_accuracy": right / len(edited.y)}
 
 
 def report(before: dict, after: dict, classes: list[str], info: dict) -> dict:
