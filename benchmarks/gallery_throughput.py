@@ -101,6 +101,8 @@ def child(args: argparse.Namespace) -> dict:
     from explain.gallery.build import Options, build_gallery
     from explain.gallery.inputs import collect
     from explain.gallery.writer import Style
+    from explain.runtime import tune_allocator
+    tune_allocator()  # as the command line does
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)

@@ -5,8 +5,10 @@ and rollout at most 1.05, gradient-weighted attention at most 1.3).
 
 Per model: a plain no-grad forward, the default native map (`Explainer(model, m)(x)`), every
 native map of the model from one pass (`all_maps`), where it has attention layers its raw
-attention (default layer and all maps), rollout and gradient-weighted attention, and
-Grad-CAM for comparison. Calls are interleaved round-robin (benchmarks/speed.py) and each
+attention (default layer and all maps), rollout and gradient-weighted attention, with the
+floor of any exact gradient at every attention layer beside it (the forward pass with
+autograd from the first attention layer on, and one backward from the top score to that
+layer's input: no weight gradients, no map), and Grad-CAM for comparison. Calls are interleaved round-robin (benchmarks/speed.py) and each
 figure is a median after warm-up. Models: Attention-56, CBAM-ResNet-50 and torchvision's
 ViT-B/16 at 224 px (batch 8, random weights), and the Fashion-MNIST-sized defaults of every
 family member, the ViT, Non-local and attention-augmented ResNet-20 included (28 px,
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from speed import cli, time_round_robin, to_markdown  # noqa: E402  (benchmarks/speed.py)
 
+from explain.attention import attention_layers  # noqa: E402
 from explain.methods import METHODS, Explainer  # noqa: E402
 from explain.models import build, get_arch  # noqa: E402
 from explain.preprocess import IMAGENET, InputSpec  # noqa: E402
@@ -53,6 +56,30 @@ def torchvision_vit_b_16() -> Model:
     return Model("torchvision:vit_b_16", net, IMAGENET, [str(i) for i in range(1000)])
 
 
+def backward_floor(model: Model) -> Callable[[torch.Tensor], object]:
+    """A forward pass with autograd switched on at the first attention layer and one
+    backward from the top score to that layer's input, nothing else (no weight gradients,
+    no map): the least an exact gradient at every attention layer costs."""
+    first = dict(model.net.named_modules())[attention_layers(model)[0]]
+    leaf: list[torch.Tensor] = []
+
+    def start_graph(module, args):
+        torch.set_grad_enabled(True)
+        leaf.append(args[0].detach().requires_grad_())
+        return (leaf[-1],) * len(args) if len(args) == 3 else (leaf[-1], *args[1:])
+
+    def run(x: torch.Tensor):
+        leaf.clear()
+        handle = first.register_forward_pre_hook(start_graph)
+        try:
+            with torch.no_grad():
+                score = model.net(x).amax(1).sum()
+            return torch.autograd.grad(score, leaf[0])[0]
+        finally:
+            handle.remove()
+    return run
+
+
 def case(label: str, model: Model, x: torch.Tensor, reps: int) -> list[dict]:
     net = model.net
 
@@ -70,6 +97,8 @@ def case(label: str, model: Model, x: torch.Tensor, reps: int) -> list[dict]:
         fns["raw attention (all maps)"] = lambda: Explainer(model, "attention").all_maps(x)
         fns["rollout"] = lambda: Explainer(model, "rollout")(x)
         fns["gradient-weighted attention"] = lambda: Explainer(model, "grad_attention")(x)
+        floor = backward_floor(model)
+        fns["(floor) backward to the first attention layer"] = lambda: floor(x)
     fns["Grad-CAM"] = lambda: Explainer(model, "gradcam")(x)
     med = time_round_robin(fns, reps)
     base = med["forward"]

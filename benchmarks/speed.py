@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from explain.methods import Explainer  # noqa: E402
 from explain.models.abn import ABNResNet  # noqa: E402
 from explain.registry import Model, create_model  # noqa: E402
+from explain.runtime import tune_allocator  # noqa: E402
 from explain.preprocess import IMAGENET  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -143,17 +144,23 @@ def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps
     ap.add_argument("--reps", type=int, default=reps)
     ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="keep glibc's default malloc settings instead of the command line's "
+                         "(explain.runtime.tune_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tuned = not args.glibc_malloc and tune_allocator()
     rows = measure_fn(args.reps, args.quick)
-    env = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    env = {"torch": torch.__version__, "malloc": "explain.runtime" if tuned else "glibc",
+           "cpu": platform.processor() or platform.machine(),
            "threads": torch.get_num_threads(), "reps": args.reps}
     RESULTS.mkdir(parents=True, exist_ok=True)
     from explain.atomic import atomic_write_text
     atomic_write_text(RESULTS / f"{stem}.json", json.dumps({"env": env, "rows": rows}, indent=2))
     command = " ".join(["python", f"benchmarks/{stem}.py", *sys.argv[1:]])
     md = (f"Written by `{command}` "
-          f"(torch {env['torch']}, {env['threads']} CPU threads; median of {args.reps}, "
+          f"(torch {env['torch']}, {env['threads']} CPU threads, "
+          f"{'the command line' if tuned else 'glibc'}'s malloc settings; median of {args.reps}, "
           "ratios to a plain no-grad forward in the same run).\n\n" + to_markdown(rows) + "\n")
     atomic_write_text(RESULTS / f"{stem}.md", md)
     print(md)

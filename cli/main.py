@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from explain.errors import ExplainError
+from explain.runtime import tune_allocator
 
 from .common import (Parser, command_typo, describe, error, library_messages, os_error,
                      resolve_device)
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    tune_allocator()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     subcommands = parser.subcommands()

@@ -27,7 +27,14 @@ from ..tokens import Grid, token_grid
 from .core import Method, Targets, register
 from .native import short_labels
 
-FUSIONS = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}
+def head_mean(a: torch.Tensor) -> torch.Tensor:
+    """(B, heads, T, T) -> (B, T, T). Not a.mean(1): torch 2.x's CPU mean over a middle
+    dimension is ~3x slower than a sum (0.95 vs 0.30 ms on the tiny ViT's batch of 256),
+    and rollout is mostly this reduction."""
+    return a.sum(1).div_(a.shape[1])
+
+
+FUSIONS = {"mean": head_mean, "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}
 
 
 def discard_lowest(a: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -53,8 +60,11 @@ def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float
     eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
     r = _start(eye, attentions[0].shape[0], rows)
     for a in reversed(attentions):
-        a = 0.5 * discard_lowest(FUSIONS[fusion](a), discard) + 0.5 * eye
-        r = r @ (a / a.sum(-1, keepdim=True))
+        f = discard_lowest(FUSIONS[fusion](a), discard)
+        # r @ D^-1 (0.5 F + 0.5 I), D the row sums, without building that matrix:
+        # D^-1 scales r's columns
+        rn = r / (0.5 * f.sum(-1) + 0.5)[:, None, :]
+        r = 0.5 * (rn @ f) + 0.5 * rn
     return r
 
 
@@ -66,7 +76,7 @@ def gradient_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor],
     eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
     r = _start(eye, attentions[0].shape[0], rows)
     for a, g in zip(reversed(attentions), reversed(grads)):
-        r = r + r @ (g * a).clamp(min=0).mean(1)
+        r = r + r @ head_mean((g * a).clamp_(min=0))
     return r
 
 

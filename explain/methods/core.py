@@ -129,14 +129,16 @@ class Method:
             yield
             return
         was_training = self.net.training
-        self.net.eval()
+        if was_training:  # net.eval() visits every module: skipped when already in eval mode
+            self.net.eval()
         self._hooks = Hooks()
         try:
             yield
         finally:
             self._hooks.remove()
             self._hooks, self._hooked, self._acts = None, None, None
-            self.net.train(was_training)
+            if was_training:
+                self.net.train()
 
     def resolve_layer(self, x: torch.Tensor) -> str:
         if self.layer is None:
