@@ -20,6 +20,7 @@ from .model import Model
 from .preprocess import InputSpec
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
+GRAY_MODES = ("1", "L", "LA", *SIXTEEN_BIT)  # PIL modes that can hold no colour
 COLOUR_SPREAD = 8     # max - min of a pixel's channels above this: a colour pixel
 ENLARGED = 2.0        # a crop model enlarging the image this much: far smaller than its input
 PANORAMA = 2.0        # aspect ratio beyond which a centre crop drops most of the image
@@ -99,7 +100,7 @@ def misfits(spec: InputSpec, rgb: np.ndarray, mode: str = "RGB", source: str = "
             reasons.append(Misfit(f"a {w}x{h} panorama: the model sees only its centre "
                                   f"{round(x1 - x0)}x{round(y1 - y0)} px ({share:.0%} of it)",
                                   False))
-    colour = is_colour(rgb)
+    colour = mode not in GRAY_MODES and is_colour(rgb)
     if spec.channels == 1 and colour:
         reasons.append(Misfit(f"a colour image, seen as {size_w}x{size_h} grayscale", True))
     if spec.channels == 3 and not colour:

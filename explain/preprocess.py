@@ -107,11 +107,13 @@ class InputSpec:
         return np.array(im), Geometry(self.crop_box(width, height), (width, height))
 
     def normalise(self, view: np.ndarray) -> torch.Tensor:
-        """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W)."""
+        """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W); a stack of views
+        (B, H, W, 3) -> (B, C, H, W) in one go (a batch costs about what one image does)."""
         import torch
-        x = torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1).float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(view)).movedim(-1, -3).float().div_(255)
         if self.channels == 1:
-            x = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3])
+            x = (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :]
+                 + 0.114 * x[..., 2:3, :, :])
         if self.invert:
             x = 1.0 - x
         mean = torch.tensor(self.mean).view(-1, 1, 1)

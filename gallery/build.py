@@ -112,7 +112,7 @@ class Publisher:
     `budget` of the time. At the end (or on an interrupt), the manifest and contact sheet too."""
 
     def __init__(self, out: Path, settings: dict, every_s: float, enabled: bool,
-                 budget: float = 0.03):
+                 budget: float = 0.01):
         self.out, self.settings, self.every_s, self.enabled = out, settings, every_s, enabled
         self.budget, self.cost = budget, 0.0
         self.last, self.seen = float("-inf"), 0

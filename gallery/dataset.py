@@ -34,31 +34,37 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[Item, torch.Tensor | None, np.ndarray | None,
-                                           str | None, list[str]]:
+    def __getitem__(self, i: int) -> tuple[Item, np.ndarray | None, str | None, list[str]]:
         item = self.items[i]
         try:
             rgb, mode = read_image(item.path)
             outside = domain.check(self.spec, rgb, mode, str(item.path))
-            x, view, _ = self.spec(rgb)
+            view, _ = self.spec.view(rgb)
         except ImageError as e:
-            return item, None, None, str(e), []
-        return item, x, view, None, outside
+            return item, None, str(e), []
+        return item, view, None, outside
 
 
-def collate(samples: list) -> Decoded:
-    ok = [s for s in samples if s[3] is None]
-    failed = [(s[0], s[3]) for s in samples if s[3] is not None]
-    if not ok:
-        return Decoded([], torch.empty(0), torch.empty(0, dtype=torch.uint8), failed, [])
-    return Decoded([s[0] for s in ok], torch.stack([s[1] for s in ok]),
-                   torch.from_numpy(np.stack([s[2] for s in ok])), failed,
-                   [s[4] for s in ok])
+class Collate:
+    """A batch of views -> Decoded, normalised as one tensor (per image, normalising costs
+    as much as decoding a Fashion-MNIST PNG)."""
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+
+    def __call__(self, samples: list) -> Decoded:
+        ok = [s for s in samples if s[2] is None]
+        failed = [(s[0], s[2]) for s in samples if s[2] is not None]
+        if not ok:
+            return Decoded([], torch.empty(0), torch.empty(0, dtype=torch.uint8), failed, [])
+        views = np.stack([s[1] for s in ok])
+        return Decoded([s[0] for s in ok], self.spec.normalise(views), torch.from_numpy(views),
+                       failed, [s[3] for s in ok])
 
 
 def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int) -> DataLoader:
     """Batches in input order; with workers, at most 2 batches a worker wait decoded."""
     return DataLoader(ImageSet(items, spec), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate,
+                      num_workers=workers, collate_fn=Collate(spec),
                       prefetch_factor=2 if workers else None, persistent_workers=False,
                       worker_init_fn=lower_priority if workers else None)

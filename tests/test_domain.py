@@ -38,6 +38,10 @@ def test_geometry_is_stated_for_each_kind_of_misfit():
         "a grayscale image; the model was trained on colour"]
     assert check(IMAGENET, photo(300, 300, colour=False), "I;16")[0] == \
         "a I;16 (16-bit) image, scaled to 8 bits"
+    # a file whose mode holds no colour is grayscale whatever its pixels (not looked at)
+    assert check(FMNIST_SPEC, photo(28, 28), "L") == []
+    assert check(IMAGENET, photo(400, 300), "LA") == [
+        "a grayscale image; the model was trained on colour"]
     assert check(IMAGENET, photo(300, 300), "CMYK") == ["a CMYK image, converted to RGB"]
     with pytest.raises(ImageError, match=r"^strip.png: 6000x200 px \(aspect ratio 30:1\)"):
         check(IMAGENET, photo(6000, 200), source="strip.png")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from conftest import SAMPLES
+from conftest import FMNIST_SPEC, SAMPLES
 
 from explain.preprocess import IMAGENET
 
@@ -68,3 +68,14 @@ def test_a_bright_dot_is_found_where_it_was_drawn():
     y, x = np.unravel_index(view[..., 0].argmax(), view.shape[:2])
     ox, oy = geometry.to_original(int(x), int(y), (224, 224))
     assert abs(ox - 451) <= 1 and abs(oy - 301) <= 1
+
+
+@pytest.mark.parametrize("spec", ["imagenet", "fmnist"])
+def test_a_stack_of_views_normalises_as_each_view_does(spec):
+    """The gallery normalises a batch of views in one call (explain.gallery.dataset)."""
+    spec = IMAGENET if spec == "imagenet" else FMNIST_SPEC
+    views = np.random.default_rng(0).integers(0, 256, (3, *spec.size, 3), dtype=np.uint8)
+    batch = spec.normalise(views)
+    assert batch.shape == (3, spec.channels, *spec.size)
+    for view, x in zip(views, batch):
+        assert torch.equal(spec.normalise(view), x)
