@@ -9,7 +9,8 @@ attention (default layer and all maps), rollout and gradient-weighted attention,
 floor of any exact gradient at every attention layer beside it (the forward pass with
 autograd from the first attention layer on, and one backward from the top score to that
 layer's input: no weight gradients, no map), and Grad-CAM for comparison. Calls are interleaved round-robin (benchmarks/speed.py) and each
-figure is a median after warm-up. Models: Attention-56, CBAM-ResNet-50 and torchvision's
+figure is a median after warm-up (of --reps calls at 224 px, three times as many at 28 px,
+where a call is ten times cheaper and machine noise is a larger part of it). Models: Attention-56, CBAM-ResNet-50 and torchvision's
 ViT-B/16 at 224 px (batch 8, random weights), and the Fashion-MNIST-sized defaults of every
 family member, the ViT, Non-local and attention-augmented ResNet-20 included (28 px,
 batch 256, random weights).
@@ -122,12 +123,14 @@ def measure(reps: int, quick: bool) -> list[dict]:
                         ("bayes_abn_resnet", "Bayesian ABN-ResNet-20, T=20"),
                         ("vit", "ViT patch 4, 6 blocks"), ("nonlocal_resnet", "Non-local ResNet-20"),
                         ("aa_resnet", "AA-ResNet-20")]:
-        rows += case(f"{label} (28 px, random weights)", random_model(arch, 28, 10), x28, reps)
+        rows += case(f"{label} (28 px, random weights)", random_model(arch, 28, 10), x28,
+                     3 * reps)  # a tenth of a 224 px batch's time: medians of more calls
     return rows
 
 
 def main() -> None:
-    cli(__doc__, measure, "native_speed", 7, "the 28 px models only")
+    cli(__doc__, measure, "native_speed", 7, "the 28 px models only",
+        lambda r: f"median of {r} at 224 px, of {3 * r} at 28 px")
 
 
 if __name__ == "__main__":

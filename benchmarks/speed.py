@@ -137,7 +137,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps: int,
-        quick_help: str) -> None:
+        quick_help: str, medians: Callable[[int], str] = lambda r: f"median of {r}") -> None:
     """The speed benchmarks' command line (--reps, --quick, --threads); writes
     benchmarks/results/<stem>.json and <stem>.md, naming the command that wrote them."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,7 +160,7 @@ def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps
     command = " ".join(["python", f"benchmarks/{stem}.py", *sys.argv[1:]])
     md = (f"Written by `{command}` "
           f"(torch {env['torch']}, {env['threads']} CPU threads, "
-          f"{'the command line' if tuned else 'glibc'}'s malloc settings; median of {args.reps}, "
+          f"{'the command line' if tuned else 'glibc'}'s malloc settings; {medians(args.reps)}, "
           "ratios to a plain no-grad forward in the same run).\n\n" + to_markdown(rows) + "\n")
     atomic_write_text(RESULTS / f"{stem}.md", md)
     print(md)
