@@ -8,9 +8,10 @@ native map of the model from one pass (`all_maps`), where it has attention layer
 attention (default layer and all maps), rollout and gradient-weighted attention, with the
 floor of any exact gradient at every attention layer beside it (the forward pass with
 autograd from the first attention layer on, and one backward from the top score to that
-layer's input: no weight gradients, no map), and Grad-CAM for comparison. Calls are interleaved round-robin (benchmarks/speed.py) and each
-figure is a median after warm-up (of --reps calls at 224 px, three times as many at 28 px,
-where a call is ten times cheaper and machine noise is a larger part of it). Models: Attention-56, CBAM-ResNet-50 and torchvision's
+layer's input: no weight gradients, no map), and Grad-CAM for comparison. Calls are
+interleaved round-robin (benchmarks/speed.py) and each figure is a median after warm-up (of
+--reps calls at 224 px, three times as many at 28 px, where a call is ten times cheaper and
+machine noise a larger part of it). Models: Attention-56, CBAM-ResNet-50 and torchvision's
 ViT-B/16 at 224 px (batch 8, random weights), and the Fashion-MNIST-sized defaults of every
 family member, the ViT, Non-local and attention-augmented ResNet-20 included (28 px,
 batch 256, random weights).

@@ -187,14 +187,12 @@ def speed_section(mode: str, reps: int) -> str:
     if mode == "skip":
         return "## Speed\n\nNot measured in this run (`--speed skip`).\n"
     import speed
-
-    from explain.runtime import tune_allocator
-    tuned = tune_allocator()  # as the command line and benchmarks/speed.py run
+    malloc = speed.malloc_settings()  # as the command line and benchmarks/speed.py run
     rows = speed.measure(reps, quick=mode == "quick")
     return ("## Speed (BENCHMARKS.md, \"Speed\")\n\n"
             f"Measured in this run by benchmarks/speed.py ({'quick' if mode == 'quick' else 'full'}"
             f" set, median of {reps} after warm-up, {torch.get_num_threads()} CPU threads, "
-            f"{'the command line' if tuned else 'glibc'}'s malloc settings): "
+            f"{malloc}): "
             "time per batch as a multiple of a plain no-grad forward pass in the same run.\n\n"
             + speed.to_markdown(rows) + "\n")
 

@@ -136,6 +136,13 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def malloc_settings(glibc: bool = False) -> str:
+    """Apply the command line's malloc settings (explain.runtime) unless `glibc`; the words
+    the results files use for what this run ran with."""
+    return ("the command line's" if not glibc and tune_allocator() else "glibc's") + \
+        " malloc settings"
+
+
 def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps: int,
         quick_help: str, medians: Callable[[int], str] = lambda r: f"median of {r}") -> None:
     """The speed benchmarks' command line (--reps, --quick, --threads); writes
@@ -149,9 +156,9 @@ def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps
                          "(explain.runtime.tune_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    tuned = not args.glibc_malloc and tune_allocator()
+    malloc = malloc_settings(args.glibc_malloc)
     rows = measure_fn(args.reps, args.quick)
-    env = {"torch": torch.__version__, "malloc": "explain.runtime" if tuned else "glibc",
+    env = {"torch": torch.__version__, "malloc": malloc,
            "cpu": platform.processor() or platform.machine(),
            "threads": torch.get_num_threads(), "reps": args.reps}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -160,7 +167,7 @@ def cli(doc: str, measure_fn: Callable[[int, bool], list[dict]], stem: str, reps
     command = " ".join(["python", f"benchmarks/{stem}.py", *sys.argv[1:]])
     md = (f"Written by `{command}` "
           f"(torch {env['torch']}, {env['threads']} CPU threads, "
-          f"{'the command line' if tuned else 'glibc'}'s malloc settings; {medians(args.reps)}, "
+          f"{malloc}; {medians(args.reps)}, "
           "ratios to a plain no-grad forward in the same run).\n\n" + to_markdown(rows) + "\n")
     atomic_write_text(RESULTS / f"{stem}.md", md)
     print(md)

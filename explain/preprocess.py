@@ -108,7 +108,7 @@ class InputSpec:
 
     def normalise(self, view: np.ndarray) -> torch.Tensor:
         """uint8 RGB view (H, W, 3) -> normalised float tensor (C, H, W); a stack of views
-        (B, H, W, 3) -> (B, C, H, W) in one go (a batch costs about what one image does)."""
+        (B, H, W, 3) -> (B, C, H, W) in one go."""
         import torch
         x = torch.from_numpy(np.ascontiguousarray(view)).movedim(-1, -3).float().div_(255)
         if self.channels == 1:

@@ -46,8 +46,8 @@ class ImageSet(Dataset):
 
 
 class Collate:
-    """A batch of views -> Decoded, normalised as one tensor (per image, normalising costs
-    as much as decoding a Fashion-MNIST PNG)."""
+    """A batch of views -> Decoded, normalised as one tensor (per image, normalising cost
+    a third as much as decoding a Fashion-MNIST PNG: 0.09 vs 0.25 ms)."""
 
     def __init__(self, spec: InputSpec):
         self.spec = spec

@@ -27,6 +27,7 @@ from ..tokens import Grid, token_grid
 from .core import Method, Targets, register
 from .native import short_labels
 
+
 def head_mean(a: torch.Tensor) -> torch.Tensor:
     """(B, heads, T, T) -> (B, T, T). Not a.mean(1): torch 2.x's CPU mean over a middle
     dimension is ~3x slower than a sum (0.95 vs 0.30 ms on the tiny ViT's batch of 256),
