@@ -2,8 +2,10 @@
 
 On N Fashion-MNIST test images written as PNGs to a temporary ImageFolder, with 3 methods:
 
-- bare: the images decoded beforehand (not timed), then `explain_batch` over all of them;
-  the most a gallery could do with this model on this machine;
+- bare: the images decoded beforehand (not timed), then `explain_batch` over all of them
+  on the main thread (torch's intra-op threads);
+- bare, streams: the same on the gallery's throughput streams (gallery/streams.py), so that
+  gallery / this is what everything around the model (decoding, rendering, writing) costs;
 - gallery: `build_gallery` from the PNG files to the written index.html, manifest and
   contact sheet (decoding in DataLoader workers, PNG writing on threads).
 
@@ -100,6 +102,7 @@ def child(args: argparse.Namespace) -> dict:
     from explain.pipeline import explain_batch
     from explain.gallery.build import Options, build_gallery
     from explain.gallery.inputs import collect
+    from explain.gallery.streams import Streams, default_streams, intra_op_share
     from explain.gallery.writer import Style
     from explain.runtime import tune_allocator
     tune_allocator()  # as the command line does
@@ -116,6 +119,26 @@ def child(args: argparse.Namespace) -> dict:
             expl = explain_batch(model, x[i:i + args.batch_size], methods)
             [e.maps.cpu() for e in expl.values()]
         seconds = time.perf_counter() - start
+    elif args.child == "bare-streams":
+        x = torch.stack([model.input(load_image(it.path))[0] for it in items])
+        count = default_streams(model)
+
+        def job(i: int):
+            def run(replica):
+                expl = explain_batch(replica, x[i:i + args.batch_size], methods)
+                return [e.maps.cpu() for e in expl.values()]
+            return run
+        with intra_op_share(count, model.device):
+            streams = Streams(model, count)
+            for i in range(0, count * args.batch_size, args.batch_size):  # warm-up, every replica
+                streams.submit(job(i))
+            streams.close()
+            streams = Streams(model, count)
+            cpu, start = cpu_seconds(), time.perf_counter()
+            for i in range(0, len(x), args.batch_size):
+                streams.submit(job(i))
+            streams.close()
+            seconds = time.perf_counter() - start
     else:
         opts = Options(methods=methods, style=Style(max(model.input.size)),
                        batch_size=args.batch_size, workers=args.workers, progress=False,
@@ -129,17 +152,23 @@ def child(args: argparse.Namespace) -> dict:
     return {"kind": args.child, "n": len(items), "seconds": seconds,
             "images_per_s": len(items) / seconds, "rss_mb": peak_rss_mb(),
             "cpu_ms_per_image": (cpu_seconds() - cpu) / len(items) * 1000,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "streams": default_streams(model)}
 
 
-def measure(kind: str, n: int, args: argparse.Namespace, images: Path, model: str) -> dict:
+def measure(kind: str, n: int, args: argparse.Namespace, images: Path, model: str,
+            work: Path) -> dict:
+    """One run in a fresh process. Its galleries stay in `work` until the whole benchmark
+    is done: on a file system that skips recently freed inodes one by one (ext4 without a
+    journal, as on the machines these figures come from: `recently_deleted`, up to 5 min),
+    deleting one run's thousands of tiles would slow the next run's file creation, an
+    effect of the benchmark, not of the gallery."""
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="gallery-bench-") as scratch:
-        cmd = [sys.executable, __file__, "--child", kind, "--n", str(n), "--images", str(images),
-               "--model", model, "--methods", args.methods, "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers), "--scratch", scratch,
-               "--threads", str(args.threads or 0)]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    scratch = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
+    cmd = [sys.executable, __file__, "--child", kind, "--n", str(n), "--images", str(images),
+           "--model", model, "--methods", args.methods, "--batch-size", str(args.batch_size),
+           "--workers", str(args.workers), "--scratch", scratch,
+           "--threads", str(args.threads or 0)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -210,17 +239,22 @@ def report(doc: dict) -> str:
         "| measure | value | goal |",
         "|---|---|---|",
         f"| bare model + maps, {doc['images']} images | {s['bare_images_per_s']:.1f} img/s | |",
+        f"| bare model + maps on the gallery's {doc['streams']} streams | "
+        f"{s['bare_streams_images_per_s']:.1f} img/s | |",
         f"| gallery end to end, {doc['images']} images | {s['gallery_images_per_s']:.1f} img/s | |",
         f"| gallery / bare (median of back-to-back pairs) | {s['share']:.1%} | >= 90% |",
+        f"| gallery / bare on the same streams | {s['share_streams']:.1%} | |",
         f"| CPU per image: bare / gallery | {s['bare_cpu_ms']:.2f} / {s['gallery_cpu_ms']:.2f} ms "
         f"({s['cpu_share']:.1%} of the gallery's CPU is the model + maps) | |",
         f"| peak RSS, {doc['small']} images | {s['rss_small_mb']:.0f} MB | |",
         f"| peak RSS, {doc['images']} images | {s['rss_full_mb']:.0f} MB | |",
         f"| RSS growth {doc['small']} -> {doc['images']} | {s['rss_growth']:+.1%} | within 10% |",
         "",
-        "Per repetition (bare img/s, gallery img/s, load average): " + ", ".join(
-            f"({b['images_per_s']:.0f}, {g['images_per_s']:.0f}, {b['load_before']:.1f})"
-            for b, g in zip(doc["runs"]["bare"], doc["runs"]["gallery"])),
+        "Per repetition (bare, bare on streams, gallery img/s; load average): " + ", ".join(
+            f"({b['images_per_s']:.0f}, {t['images_per_s']:.0f}, {g['images_per_s']:.0f}; "
+            f"{b['load_before']:.1f})" for b, t, g in zip(doc["runs"]["bare"],
+                                                          doc["runs"]["bare_streams"],
+                                                          doc["runs"]["gallery"])),
         "",
     ]
     t = doc.get("page")
@@ -248,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "which OMP_NUM_THREADS changes)")
     p.add_argument("--page-rows", type=int, default=10_000, help="rows of the timed page")
     p.add_argument("--out", type=Path, default=RESULTS, help="results file stem")
-    p.add_argument("--child", choices=["bare", "gallery"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["bare", "bare-streams", "gallery"], help=argparse.SUPPRESS)
     p.add_argument("--scratch", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -267,12 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             model = f"tiny:{work / 'abn_untrained'}"
         images = work / "fmnist"
         write_images(images, args.n)
-        bare, full, small = [], [], []
+        bare, bare_streams, full, small = [], [], [], []
         for rep in range(args.reps):
             print(f"repetition {rep + 1}/{args.reps}", flush=True)
-            bare.append(measure("bare", args.n, args, images, model))
-            full.append(measure("gallery", args.n, args, images, model))
-            small.append(measure("gallery", args.small, args, images, model))
+            bare.append(measure("bare", args.n, args, images, model, work))
+            bare_streams.append(measure("bare-streams", args.n, args, images, model, work))
+            full.append(measure("gallery", args.n, args, images, model, work))
+            small.append(measure("gallery", args.small, args, images, model, work))
         page = page_timing(work, args.page_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -282,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     rss_full = med(full, lambda r: r["rss_mb"]["main"])
     summary = {
         "bare_images_per_s": med(bare, lambda r: r["images_per_s"]),
+        "bare_streams_images_per_s": med(bare_streams, lambda r: r["images_per_s"]),
         "gallery_images_per_s": med(full, lambda r: r["images_per_s"]),
+        "share_streams": statistics.median(g["images_per_s"] / b["images_per_s"]
+                                           for b, g in zip(bare_streams, full)),
         "share": statistics.median(g["images_per_s"] / b["images_per_s"]
                                    for b, g in zip(bare, full)),
         "bare_cpu_ms": med(bare, lambda r: r["cpu_ms_per_image"]),
@@ -299,8 +337,10 @@ def main(argv: list[str] | None = None) -> int:
            "model": model.split("/")[-1] if model.startswith("tiny:") else model,
            "methods": args.methods, "images": args.n, "small": args.small,
            "batch_size": args.batch_size, "workers": args.workers, "reps": args.reps,
-           "threads": bare[0]["threads"], "summary": summary, "page": page,
-           "runs": {"bare": bare, "gallery": full, "gallery_small": small}}
+           "threads": bare[0]["threads"], "streams": bare_streams[0]["streams"],
+           "summary": summary, "page": page,
+           "runs": {"bare": bare, "bare_streams": bare_streams, "gallery": full,
+                    "gallery_small": small}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(doc, indent=2) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), report(doc))

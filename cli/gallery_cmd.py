@@ -36,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="DataLoader processes decoding images; 0 decodes in the main "
                         "process")
+    p.add_argument("--streams", type=positive_int,
+                   help="batches explained at once, each on its own copy of the model and an "
+                        "equal share of the torch threads (default: on CPU one a torch thread, "
+                        "up to 4; on a GPU 2)")
     p.add_argument("--limit", type=positive_int, help="only the first N images of INPUT")
     p.add_argument("--device", type=device_arg, default="auto",
                    help=DEVICE_HELP + "; under torchrun, cuda means each rank's local GPU")
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     summary, leader = make_gallery(
         args.input, args.out, args.model, args.weights, args.device, args.methods, args.layer,
         args.title, args.size, args.alpha, args.cmap, args.batch_size, args.workers, args.limit,
-        args.resume, args.progress, method_options(args))
+        args.resume, args.progress, method_options(args), args.streams)
     if leader and summary.outside:
         print(f"warning: {summary.outside} of {summary.rows} images are outside the domain of "
               f"{args.model} ({summary.domain}); the page marks them", file=sys.stderr)

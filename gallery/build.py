@@ -1,8 +1,8 @@
-"""The streaming gallery build: decode in DataLoader workers -> explain a batch on the model
-(main thread) -> render and write its PNGs on a thread pool -> journal its rows.
+"""The streaming gallery build: decode in DataLoader workers -> on one of a few streams,
+explain a batch, render and write its PNGs -> journal its rows (gallery/streams.py).
 
 Memory stays flat whatever the count: the loader prefetches a bounded number of batches,
-the writer keeps at most a few in flight, and rows go to the journal as they finish. The
+the streams keep at most a few in flight, and rows go to the journal as they finish. The
 page is rebuilt from the journals every few seconds, and with the manifest and contact
 sheet at the end or on Ctrl-C/SIGTERM, so an interrupted run leaves a valid gallery of
 what it finished, and `--resume` skips that.
@@ -15,8 +15,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import torch
 from tqdm import tqdm
 
 from explain.atomic import check_writable
@@ -28,13 +29,14 @@ from explain.pipeline import explain_batch
 from explain.registry import Model
 
 from .contact import write_contact_sheet
-from .dataset import loader
+from .dataset import Decoded, loader
 from .inputs import Item, class_index
 from .manifest import Journal, finished_ids, read_rows, write_manifest
 from .outdir import Lock, claim
 from .page import write_page
 from .shard import Group
-from .writer import RowWriter, Style
+from .streams import Streams, default_streams, intra_op_share
+from .writer import Style, render_rows
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Options:
     layer: str | None = None
     batch_size: int = 32
     workers: int = 1
-    threads: int = 2          # render/PNG threads
+    streams: int | None = None  # batches explained at once (gallery/streams.py); None: default
     resume: bool = False
     refresh_s: float = 2.0    # how often the page is rebuilt while the run goes
     progress: bool = True
@@ -157,8 +159,10 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
             publisher: Publisher) -> int:
     """This rank's share, batch by batch; returns how many rows it journaled."""
     journal = Journal(out, group.rank)
-    batches = iter(loader(todo, model.input, opts.batch_size, opts.workers))  # fork before threads
-    writer = RowWriter(out, opts.style, opts.threads)
+    count = opts.streams or default_streams(model)
+    barriers = model.device.type == "cpu" and torch.get_num_threads() // count > 1
+    batches = iter(loader(todo, model.input, opts.batch_size, opts.workers,  # fork before threads
+                          yield_to_model=barriers))
     desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not opts.progress, leave=False,
                dynamic_ncols=True, position=group.rank)
@@ -171,25 +175,31 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
         written += len(rows)
         bar.update(len(rows))
 
-    try:
-        for batch in batches:
-            failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]
-            for row in failed:
-                log.error(row["error"])
-            record(failed)
-            if batch.items:
-                expl = explain_batch(model, batch.x, opts.methods, opts.layer,
-                                     **opts.method_options)
-                rows = prediction_rows(batch.items, next(iter(expl.values())), model,
-                                       batch.outside)
-                record(writer.submit(rows, batch.views, {m: e.cpu() for m, e in expl.items()}))
-            publisher.maybe(written)
-    finally:
+    def job(batch: Decoded, turn: int) -> Callable[[Model], list[dict]]:
+        def run(replica: Model) -> list[dict]:
+            expl = explain_batch(replica, batch.x, opts.methods, opts.layer, **opts.method_options)
+            rows = prediction_rows(batch.items, next(iter(expl.values())), replica, batch.outside)
+            return render_rows(out, opts.style, rows, batch.views,
+                               {m: e.cpu() for m, e in expl.items()}, turn)
+        return run
+
+    with intra_op_share(count, model.device):
+        streams = Streams(model, count)
         try:
-            record(writer.close())
+            for turn, batch in enumerate(batches):
+                failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]
+                for row in failed:
+                    log.error(row["error"])
+                record(failed)
+                if batch.items:
+                    record(streams.submit(job(batch, turn)))
+                publisher.maybe(written)
         finally:
-            journal.close()
-            bar.close()
+            try:
+                record(streams.close())
+            finally:
+                journal.close()
+                bar.close()
     return written
 
 

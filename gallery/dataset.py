@@ -62,9 +62,11 @@ class Collate:
                        failed, [s[3] for s in ok])
 
 
-def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int) -> DataLoader:
-    """Batches in input order; with workers, at most 2 batches a worker wait decoded."""
+def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int,
+           yield_to_model: bool = False) -> DataLoader:
+    """Batches in input order; with workers, at most 2 batches a worker wait decoded.
+    `yield_to_model`: the workers run below the model's priority (gallery/background.py)."""
     return DataLoader(ImageSet(items, spec), batch_size=batch_size, shuffle=False,
                       num_workers=workers, collate_fn=Collate(spec),
                       prefetch_factor=2 if workers else None, persistent_workers=False,
-                      worker_init_fn=lower_priority if workers else None)
+                      worker_init_fn=lower_priority if workers and yield_to_model else None)

@@ -210,22 +210,62 @@ def test_cli_builds_gallery_and_exits_nonzero_for_unreadable_rows(tiny_abn_dir, 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
-def test_helpers_run_below_the_models_priority(folder, tmp_path):
-    """Decoding workers and PNG threads give way to the model's threads (gallery/background.py)."""
+def test_loader_workers_give_way_to_parallel_regions(folder):
+    """Decoding workers run below the model's priority when its streams have parallel
+    regions, never the main process (gallery/background.py)."""
     import os
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from explain.gallery.background import NICE, lower_priority
     from explain.gallery.dataset import loader
-    from explain.gallery.writer import RowWriter
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    writer = RowWriter(tmp_path, Style(28))
-    try:
-        nice = writer.pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        assert nice.result() == min(19, own + NICE)
-    finally:
-        writer.close()
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # untouched
     items = collect(str(folder))
-    assert loader(items, FMNIST_SPEC, 8, 1).worker_init_fn is lower_priority
-    assert loader(items, FMNIST_SPEC, 8, 0).worker_init_fn is None  # the main process: never
+    assert loader(items, FMNIST_SPEC, 8, 1, yield_to_model=True).worker_init_fn is lower_priority
+    assert loader(items, FMNIST_SPEC, 8, 1).worker_init_fn is None
+    assert loader(items, FMNIST_SPEC, 8, 0, yield_to_model=True).worker_init_fn is None
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ThreadPoolExecutor(1, initializer=lower_priority) as pool:
+        nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert nice.result() == min(19, own + NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # untouched
+
+
+def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
+    """Each stream owns a replica (hooks on one never see another's batches), results come
+    back in submission order, and torch's thread setting is shared out and restored."""
+    import threading
+    import time
+
+    import torch
+
+    from explain.gallery.streams import Streams, intra_op_share
+    from explain.registry import create_model
+    model = create_model(tiny_abn_dir)
+    before = torch.get_num_threads()
+    seen: dict[int, set[int]] = {}
+    nets = {}
+    lock = threading.Lock()
+    x = torch.randn(2, 1, 28, 28)
+
+    def job(k: int):
+        def run(replica):
+            with lock:
+                seen.setdefault(id(replica.net), set()).add(threading.get_ident())
+                nets[id(replica.net)] = replica.net
+            time.sleep(0.02 * (k % 3 == 0))  # finish out of order
+            return [(k, replica.net(x).shape[0], torch.get_num_threads())]
+        return run
+
+    with intra_op_share(2, model.device):
+        streams = Streams(model, 2)
+        out = []
+        for k in range(12):
+            out += streams.submit(job(k))
+        out += streams.close()
+    assert [k for k, _, _ in out] == list(range(12))
+    assert len(seen) == 2 and id(model.net) in seen  # the model itself and one copy
+    assert all(n == max(1, before // 2) for _, _, n in out)
+    assert torch.get_num_threads() == before
+    (copy,) = (net for key, net in nets.items() if key != id(model.net))
+    for p, q in zip(model.net.parameters(), copy.parameters()):
+        assert torch.equal(p, q) and p.data_ptr() != q.data_ptr()  # same weights, not shared

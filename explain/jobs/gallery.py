@@ -21,7 +21,8 @@ def make_gallery(input: str, out: str | Path, model: str, weights: str | None = 
                  layer: str | None = None, title: str | None = None, size: int | None = None,
                  alpha: float = 0.5, cmap: str = "jet", batch_size: int = 32, workers: int = 1,
                  limit: int | None = None, resume: bool = False, progress: bool = True,
-                 method_options: dict | None = None) -> tuple[Summary, bool]:
+                 method_options: dict | None = None, streams: int | None = None
+                 ) -> tuple[Summary, bool]:
     """Build (or with `resume` complete) the gallery of INPUT `input` (a folder, a glob or a
     list file) in `out`. Methods and layer are checked against the model's declared
     capabilities before any image is read. Returns the summary (on every rank) and whether
@@ -43,7 +44,8 @@ def make_gallery(input: str, out: str | Path, model: str, weights: str | None = 
         title = display(title or f"{Path(input.rstrip('/')).name or input} · {net.name}")
         opts = Options(methods=names, layer=layer, title=title,
                        style=Style(size or max(net.input.size), alpha, cmap),
-                       batch_size=batch_size, workers=workers, resume=resume, progress=progress,
+                       batch_size=batch_size, workers=workers, streams=streams, resume=resume,
+                       progress=progress,
                        method_options=method_options or {})
         return build_gallery(net, items, out, opts, group), group.leader
     finally:
