@@ -159,8 +159,8 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
             publisher: Publisher) -> int:
     """This rank's share, batch by batch; returns how many rows it journaled."""
     journal = Journal(out, group.rank)
-    count = opts.streams or default_streams(model)
-    barriers = model.device.type == "cpu" and torch.get_num_threads() // count > 1
+    streams = Streams(model, opts.streams or default_streams(model))  # threads start on submit
+    barriers = model.device.type == "cpu" and torch.get_num_threads() // streams.count > 1
     batches = iter(loader(todo, model.input, opts.batch_size, opts.workers,  # fork before threads
                           yield_to_model=barriers))
     desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
@@ -183,8 +183,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
                                {m: e.cpu() for m, e in expl.items()}, turn)
         return run
 
-    with intra_op_share(count, model.device):
-        streams = Streams(model, count)
+    with intra_op_share(streams.count, model.device):
         try:
             for turn, batch in enumerate(batches):
                 failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]

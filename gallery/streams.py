@@ -20,6 +20,7 @@ import collections
 import contextlib
 import copy
 import dataclasses
+import logging
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, TypeVar
@@ -28,6 +29,7 @@ import torch
 
 from explain.model import Model
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_STREAMS = 4  # beyond this, streams cost model replicas for little over intra-op threads
 
@@ -56,18 +58,32 @@ def intra_op_share(streams: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def replicas(model: Model, count: int) -> list[Model]:
+    """`model` and `count - 1` deep copies of it; only `model` where the network cannot be
+    copied (a module holding something that refuses `copy.deepcopy`), with a warning."""
+    out = [model]
+    try:
+        out += [dataclasses.replace(model, net=copy.deepcopy(model.net)) for _ in range(count - 1)]
+    except Exception as e:  # whatever the module's own __deepcopy__ raises
+        log.warning("model %r cannot be copied (%s: %s); the gallery runs one stream",
+                    model.name, type(e).__name__, e)
+        return [model]
+    return out
+
+
 class Streams:
     """`count` threads running jobs `job(replica)`; stream 0 uses `model` itself, the
-    others deep copies (hooks are attached per call, so replicas never share one). At most
-    `depth` jobs are in flight: `submit` then waits for the oldest."""
+    others deep copies (hooks are attached per call, so replicas never share one); `count`
+    is 1 where the model cannot be copied. At most 2 jobs a stream are in flight: `submit`
+    then waits for the oldest."""
 
-    def __init__(self, model: Model, count: int, depth: int | None = None):
-        self.depth = depth or 2 * count
+    def __init__(self, model: Model, count: int):
+        models = replicas(model, count)
+        self.count, self.depth = len(models), 2 * len(models)
         self.replicas: queue.SimpleQueue[Model] = queue.SimpleQueue()
-        self.replicas.put(model)
-        for _ in range(count - 1):
-            self.replicas.put(dataclasses.replace(model, net=copy.deepcopy(model.net)))
-        self.pool = ThreadPoolExecutor(count, thread_name_prefix="gallery-stream")
+        for m in models:
+            self.replicas.put(m)
+        self.pool = ThreadPoolExecutor(self.count, thread_name_prefix="gallery-stream")
         self.pending: collections.deque[Future] = collections.deque()
 
     def _run(self, job: Callable[[Model], list[T]]) -> list[T]:

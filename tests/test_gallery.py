@@ -230,6 +230,19 @@ def test_loader_workers_give_way_to_parallel_regions(folder):
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # untouched
 
 
+def test_a_model_that_cannot_be_copied_runs_one_stream(folder, tiny_abn_dir, tmp_path, caplog):
+    """A network refusing deepcopy (holding a lock, say) still gets its gallery, on one
+    stream, with a warning saying why."""
+    import threading
+
+    from explain.registry import create_model
+    model = create_model(tiny_abn_dir)
+    model.net.lock = threading.Lock()  # deepcopy: cannot pickle '_thread.lock' object
+    summary = build_gallery(model, collect(str(folder)), tmp_path / "g", options(streams=2))
+    assert summary.rows == summary.new and summary.new > 0
+    assert "cannot be copied" in caplog.text and "one stream" in caplog.text
+
+
 def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
     """Each stream owns a replica (hooks on one never see another's batches), results come
     back in submission order, and torch's thread setting is shared out and restored."""
