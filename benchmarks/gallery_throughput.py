@@ -7,7 +7,7 @@ On N Fashion-MNIST test images written as PNGs to a temporary ImageFolder, with 
 - bare, streams: the same on the gallery's throughput streams (gallery/streams.py), so that
   gallery / this is what everything around the model (decoding, rendering, writing) costs;
 - gallery: `build_gallery` from the PNG files to the written index.html, manifest and
-  contact sheet (decoding in DataLoader workers, PNG writing on threads).
+  contact sheet (decoding in DataLoader workers, explaining and PNG writing on the streams).
 
 Each measurement runs in a fresh process (so peak RSS is its own), bare and gallery runs
 alternating; the share is the median over repetitions of gallery / bare, each pair measured
@@ -102,7 +102,7 @@ def child(args: argparse.Namespace) -> dict:
     from explain.pipeline import explain_batch
     from explain.gallery.build import Options, build_gallery
     from explain.gallery.inputs import collect
-    from explain.gallery.streams import Streams, default_streams, intra_op_share
+    from explain.gallery.streams import Streams, default_streams
     from explain.gallery.writer import Style
     from explain.runtime import tune_allocator
     tune_allocator()  # as the command line does
@@ -121,19 +121,17 @@ def child(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - start
     elif args.child == "bare-streams":
         x = torch.stack([model.input(load_image(it.path))[0] for it in items])
-        count = default_streams(model)
 
         def job(i: int):
             def run(replica):
                 expl = explain_batch(replica, x[i:i + args.batch_size], methods)
                 return [e.maps.cpu() for e in expl.values()]
             return run
-        with intra_op_share(count, model.device):
-            streams = Streams(model, count)
-            for i in range(0, count * args.batch_size, args.batch_size):  # warm-up, every replica
+        streams = Streams(model, default_streams(model))
+        with streams.sharing_threads():
+            for i in range(0, streams.count * args.batch_size, args.batch_size):  # warm-up
                 streams.submit(job(i))
-            streams.close()
-            streams = Streams(model, count)
+            streams.wait()
             cpu, start = cpu_seconds(), time.perf_counter()
             for i in range(0, len(x), args.batch_size):
                 streams.submit(job(i))

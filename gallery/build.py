@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
 from tqdm import tqdm
 
 from explain.atomic import check_writable
@@ -35,7 +34,7 @@ from .manifest import Journal, finished_ids, read_rows, write_manifest
 from .outdir import Lock, claim
 from .page import write_page
 from .shard import Group
-from .streams import Streams, default_streams, intra_op_share
+from .streams import Streams, default_streams
 from .writer import Style, render_rows
 
 log = logging.getLogger(__name__)
@@ -160,9 +159,8 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
     """This rank's share, batch by batch; returns how many rows it journaled."""
     journal = Journal(out, group.rank)
     streams = Streams(model, opts.streams or default_streams(model))  # threads start on submit
-    barriers = model.device.type == "cpu" and torch.get_num_threads() // streams.count > 1
     batches = iter(loader(todo, model.input, opts.batch_size, opts.workers,  # fork before threads
-                          yield_to_model=barriers))
+                          yield_to_model=streams.parallel_regions))
     desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not opts.progress, leave=False,
                dynamic_ncols=True, position=group.rank)
@@ -183,7 +181,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
                                {m: e.cpu() for m, e in expl.items()}, turn)
         return run
 
-    with intra_op_share(streams.count, model.device):
+    with streams.sharing_threads():
         try:
             for turn, batch in enumerate(batches):
                 failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]

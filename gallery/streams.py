@@ -42,22 +42,6 @@ def default_streams(model: Model) -> int:
     return 2
 
 
-@contextlib.contextmanager
-def intra_op_share(streams: int, device: torch.device) -> Iterator[None]:
-    """On CPU, give each of `streams` streams an equal share of torch's intra-op threads
-    for the duration (torch's setting is process-wide; threads started meanwhile take it
-    up), and restore the setting after."""
-    before = torch.get_num_threads()
-    if device.type != "cpu" or streams <= 1:
-        yield
-        return
-    torch.set_num_threads(max(1, before // streams))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def replicas(model: Model, count: int) -> list[Model]:
     """`model` and `count - 1` deep copies of it; only `model` where the network cannot be
     copied (a module holding something that refuses `copy.deepcopy`), with a warning."""
@@ -79,12 +63,38 @@ class Streams:
 
     def __init__(self, model: Model, count: int):
         models = replicas(model, count)
+        self.device = model.device
         self.count, self.depth = len(models), 2 * len(models)
         self.replicas: queue.SimpleQueue[Model] = queue.SimpleQueue()
         for m in models:
             self.replicas.put(m)
         self.pool = ThreadPoolExecutor(self.count, thread_name_prefix="gallery-stream")
         self.pending: collections.deque[Future] = collections.deque()
+
+    def threads_each(self) -> int:
+        """torch intra-op threads each stream runs with on CPU: an equal share."""
+        return max(1, torch.get_num_threads() // self.count)
+
+    @property
+    def parallel_regions(self) -> bool:
+        """Whether a stream's operations are parallel regions over several CPU threads
+        (where a helper holding a core stalls them: gallery/background.py)."""
+        return self.device.type == "cpu" and self.threads_each() > 1
+
+    @contextlib.contextmanager
+    def sharing_threads(self) -> Iterator[None]:
+        """On CPU, give each stream its share of torch's intra-op threads for the duration
+        (torch's setting is process-wide; the streams' threads, started on the first
+        submit, take it up), and restore the setting after."""
+        before = torch.get_num_threads()
+        if self.device.type != "cpu" or self.count == 1:
+            yield
+            return
+        torch.set_num_threads(self.threads_each())
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _run(self, job: Callable[[Model], list[T]]) -> list[T]:
         replica = self.replicas.get()  # one is free: as many replicas as threads
@@ -102,13 +112,17 @@ class Streams:
             done.extend(self.pending.popleft().result())
         return done
 
-    def close(self) -> list[T]:
-        """Wait for every job in flight; their results. On an error (or Ctrl-C), jobs not
-        started are cancelled and running ones finish before this returns."""
+    def wait(self) -> list[T]:
+        """Wait for every job in flight; their results."""
         done: list[T] = []
+        while self.pending:
+            done.extend(self.pending.popleft().result())
+        return done
+
+    def close(self) -> list[T]:
+        """`wait`, then stop the threads. On an error (or Ctrl-C), jobs not started are
+        cancelled and running ones finish before this returns."""
         try:
-            while self.pending:
-                done.extend(self.pending.popleft().result())
+            return self.wait()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        return done

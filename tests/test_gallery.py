@@ -251,11 +251,10 @@ def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
 
     import torch
 
-    from explain.gallery.streams import Streams, intra_op_share
+    from explain.gallery.streams import Streams
     from explain.registry import create_model
     model = create_model(tiny_abn_dir)
     before = torch.get_num_threads()
-    seen: dict[int, set[int]] = {}
     nets = {}
     lock = threading.Lock()
     x = torch.randn(2, 1, 28, 28)
@@ -263,20 +262,19 @@ def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
     def job(k: int):
         def run(replica):
             with lock:
-                seen.setdefault(id(replica.net), set()).add(threading.get_ident())
                 nets[id(replica.net)] = replica.net
             time.sleep(0.02 * (k % 3 == 0))  # finish out of order
             return [(k, replica.net(x).shape[0], torch.get_num_threads())]
         return run
 
-    with intra_op_share(2, model.device):
-        streams = Streams(model, 2)
+    streams = Streams(model, 2)
+    with streams.sharing_threads():
         out = []
         for k in range(12):
             out += streams.submit(job(k))
         out += streams.close()
     assert [k for k, _, _ in out] == list(range(12))
-    assert len(seen) == 2 and id(model.net) in seen  # the model itself and one copy
+    assert len(nets) == 2 and id(model.net) in nets  # the model itself and one copy
     assert all(n == max(1, before // 2) for _, _, n in out)
     assert torch.get_num_threads() == before
     (copy,) = (net for key, net in nets.items() if key != id(model.net))
