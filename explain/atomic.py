@@ -117,3 +117,43 @@ def atomic_write_files(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def write_journaled_files(files: Iterable[tuple[str, bytes]]) -> None:
+    """Write many small files for rows that a journal line, written after them, will vouch
+    for (gallery tiles): a file that does not exist yet is written in place, one that does
+    is replaced all-or-nothing (`atomic_write_files`), since a row already journaled may
+    show it.
+
+    In place is half the cost of temp file + rename (97 against 195 us for a gallery row's
+    four tiles here) and as safe where nothing refers to the file yet: a kill mid-write can
+    leave a partial new file, which no journal line names and `--resume`, checking every
+    tile is a complete PNG, writes again. A failed write removes its file."""
+    folders: set[str] = set()
+    existing = []
+    for path, data in files:
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            os.makedirs(folder or ".", exist_ok=True)
+            folders.add(folder)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask
+        except FileExistsError:
+            existing.append((path, data))
+            continue
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:  # a full disk: name the file, leave no part of it
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise OSError(e.errno, e.strerror or str(e), path) from e
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+    atomic_write_files(existing)

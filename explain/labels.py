@@ -4,6 +4,7 @@ fine-tuning and evaluation all read labels from folders this one way."""
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 
 def class_key(name: str) -> str:
@@ -11,6 +12,6 @@ def class_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def class_lookup(classes: list[str]) -> dict[str, int]:
+def class_lookup(classes: Sequence[str]) -> dict[str, int]:
     """class_key -> index into `classes`."""
     return {class_key(c): i for i, c in enumerate(classes)}

@@ -160,7 +160,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
     journal = Journal(out, group.rank)
     streams = Streams(model, opts.streams or default_streams(model))  # threads start on submit
     batches = iter(loader(todo, model.input, opts.batch_size, opts.workers,  # fork before threads
-                          yield_to_model=streams.parallel_regions))
+                          parts=streams.count, yield_to_model=streams.parallel_regions))
     desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not opts.progress, leave=False,
                dynamic_ncols=True, position=group.rank)

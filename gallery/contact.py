@@ -63,6 +63,6 @@ def write_contact_sheet(out: Path, settings: dict, rows: list[dict], count: int 
                 f"{row['name'][-24:]}\n{row['label']} {row['prob']:.0%}{MARKS[row.get('correct')]}",
                 ha="right", va="center", fontsize=7)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # fast: at the end of every run
     atomic_write_bytes(out / SHEET, buf.getvalue())
     return out / SHEET

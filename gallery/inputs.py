@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from explain.errors import ExplainError
@@ -99,12 +99,17 @@ def collect(spec: str, limit: int | None = None) -> list[Item]:
     return items
 
 
+@lru_cache(maxsize=8)
+def _lookup(classes: tuple[str, ...]) -> dict[str, int]:
+    return class_lookup(classes)  # once a model, not once a row
+
+
 def class_index(truth: str | None, classes: list[str]) -> int | None:
     """The model's index for a ground-truth folder name: by name, ignoring case and
     punctuation (`t_shirt_top` = `T-shirt/top`), or a folder named by the index itself."""
     if truth is None:
         return None
-    index = class_lookup(classes).get(class_key(truth))
+    index = _lookup(tuple(classes)).get(class_key(truth))
     if index is not None:
         return index
     if truth.isdigit() and int(truth) < len(classes):

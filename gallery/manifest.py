@@ -89,10 +89,18 @@ CSV_FIELDS = ["index", "id", "name", "path", "truth", "pred", "label", "prob", "
               "error"]
 
 
+def _manifest_json(settings: dict, rows: list[dict]) -> str:
+    """A setting a line, then a row a line: readable, and every line is made by json's C
+    encoder (`indent=` switches json to its Python one: 65 ms for 2,000 rows, against 34)."""
+    head = "".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
+                   for k, v in settings.items())
+    body = ",\n".join(f"  {json.dumps(r, ensure_ascii=False)}" for r in rows)
+    return f'{{\n{head} "rows": [\n{body}\n ]\n}}\n'
+
+
 def write_manifest(out: Path, settings: dict, rows: list[dict]) -> None:
     """manifest.json (settings + rows) and manifest.csv (a line a row, a column a method)."""
-    atomic_write_text(out / "manifest.json",
-                      json.dumps({**settings, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "manifest.json", _manifest_json(settings, rows))
     methods = settings["methods"]
     buf = io.StringIO()
     w = csv.writer(buf)

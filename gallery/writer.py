@@ -2,13 +2,14 @@
 (run by the stream that explained the batch, gallery/streams.py)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from explain.atomic import atomic_write_files
+from explain.atomic import write_journaled_files
 from explain.errors import ExplainError
 from explain.explanation import Explanation
 from explain.paths import display
@@ -54,19 +55,19 @@ def render_rows(out: Path, style: Style, rows: list[dict], views: torch.Tensor,
     for row in rows:
         row.setdefault("files", {})
         row.setdefault("thumbs", {})
+    root = os.fspath(out)
     files = []
     for key in keys:
         full = drawn[key]
         thumbs = upscale_views(full, style.thumb) if style.size > style.thumb else None
         for i, row in enumerate(rows):
             row["files"][key] = row["thumbs"][key] = tile_path("full", key, row["id"])
-            files.append((out / row["files"][key], _png(full[i])))
+            files.append((os.path.join(root, row["files"][key]), _png(full[i])))
             if thumbs is not None:
                 row["thumbs"][key] = tile_path("thumb", key, row["id"])
-                files.append((out / row["thumbs"][key], _png(thumbs[i])))
+                files.append((os.path.join(root, row["thumbs"][key]), _png(thumbs[i])))
     try:
-        # Atomic without fsync: the journal line written after them vouches for the files.
-        atomic_write_files(files)
+        write_journaled_files(files)  # the journal line written after them vouches for them
     except OSError as e:
         raise ExplainError(f"{display(out)}: cannot write {display(e.filename)} "
                            f"({e.strerror or e})", param="out") from None

@@ -280,3 +280,50 @@ def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
     (copy,) = (net for key, net in nets.items() if key != id(model.net))
     for p, q in zip(model.net.parameters(), copy.parameters()):
         assert torch.equal(p, q) and p.data_ptr() != q.data_ptr()  # same weights, not shared
+
+
+@pytest.mark.parametrize("n, size, parts", [(2000, 64, 2), (150, 64, 2), (24, 8, 3),
+                                            (5, 64, 4), (64, 64, 1), (1, 8, 2)])
+def test_even_batches_cover_the_input_in_order_and_end_together(n, size, parts):
+    """At most `size` a batch, sizes within one of each other, as many batches as a
+    multiple of the streams (where there are images enough)."""
+    from explain.gallery.dataset import EvenBatches
+    batches = list(EvenBatches(n, size, parts))
+    assert len(batches) == len(EvenBatches(n, size, parts))
+    assert [i for b in batches for i in b] == list(range(n))
+    sizes = [len(b) for b in batches]
+    assert max(sizes) <= size and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert len(batches) % parts == 0 or len(batches) == n
+    assert len(batches) < -(-n // size) + parts  # no more batches than the streams need
+
+
+def test_tiles_are_written_in_place_when_new_and_replaced_whole_when_not(tmp_path, monkeypatch):
+    """New tiles (nothing refers to them before the journal line) go straight to their
+    name; a tile a journaled row may show is replaced by rename, never rewritten in place;
+    a write that fails leaves nothing and names the tile."""
+    import errno
+    import os
+
+    import explain.atomic as atomic
+    new, old = str(tmp_path / "a" / "new.png"), tmp_path / "a" / "old.png"
+    old.parent.mkdir()
+    old.write_bytes(b"old")
+    inode = old.stat().st_ino
+    made = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a: made.append(os.path.basename(p)) or real_open(p, *a))
+    atomic.write_journaled_files([(new, b"new tile"), (str(old), b"old tile")])
+    monkeypatch.undo()
+    assert Path(new).read_bytes() == b"new tile" and old.read_bytes() == b"old tile"
+    assert made[0] == "new.png" and any(m.startswith(".old.png.") for m in made)
+    assert old.stat().st_ino != inode  # a new file renamed over the old one
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full)
+    gone = str(tmp_path / "a" / "gone.png")
+    with pytest.raises(OSError) as e:
+        atomic.write_journaled_files([(gone, b"tile")])
+    assert e.value.filename == gone and e.value.errno == errno.ENOSPC
+    assert not os.path.exists(gone)
