@@ -64,21 +64,25 @@ class Collate:
 
 
 class EvenBatches(Sampler[list[int]]):
-    """`n` indices in order, in batches of at most `size`, as equal as can be and as many
-    as a multiple of `parts`: streams given the last `parts` batches finish them together,
-    rather than one running a full batch while the others wait for it (a 2,000-image
-    gallery on 2 streams ended with a 16-image batch beside a 64-image one)."""
+    """`n` indices in order, in batches of at most `size` that streams finish together: as
+    equal as can be and as many as a multiple of `parts`, then the last `parts * size / 2`
+    images in batches of a quarter size. A stream that finds no batch left waits for the
+    others' last ones: half a batch on average (0.16 s of one core idle at the end of a
+    2,000-image gallery on 2 streams), a quarter batch's time less with the small ones."""
 
     def __init__(self, n: int, size: int, parts: int = 1):
-        count = -(-n // size)
-        self.n, self.count = n, min(n, -(-count // parts) * parts)
+        small = max(1, size // 4)
+        self.tail = min(n, parts * small * 2) if parts > 1 else 0
+        head = n - self.tail
+        count = min(head, -(-(-(-head // size)) // parts) * parts)  # ceil(ceil(head/size)/parts)*parts
+        self.bounds = [k * head // count for k in range(count)] + list(range(head, n, small)) + [n]
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.bounds) - 1
 
     def __iter__(self) -> Iterator[list[int]]:
-        for k in range(self.count):
-            yield list(range(k * self.n // self.count, (k + 1) * self.n // self.count))
+        for start, stop in zip(self.bounds, self.bounds[1:]):
+            yield list(range(start, stop))
 
 
 def loader(items: list[Item], spec: InputSpec, batch_size: int, workers: int,

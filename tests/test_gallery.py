@@ -108,6 +108,31 @@ def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tm
     assert "attention" in data["captions"]["abn"]
 
 
+def test_contact_sheet_is_drawn_once_ahead_and_again_only_if_it_changed(tiny_abn, folder,
+                                                                         tmp_path, monkeypatch):
+    """Drawn while the streams finish the last batches, with the count it will have; the
+    end draws it again only when what it shows changed (a row --resume redid, say)."""
+    import explain.gallery.build as build_mod
+    titles = []
+    real = build_mod.write_contact_sheet
+
+    def spy(out, settings, rows, readable):
+        titles.append((len(rows), readable))
+        return real(out, settings, rows, readable)
+    monkeypatch.setattr(build_mod, "write_contact_sheet", spy)
+    out = tmp_path / "g"
+    items = collect(str(folder))
+    build_gallery(tiny_abn, items, out, options(workers=1, batch_size=4, streams=1))
+    assert titles == [(12, 24)]  # 25 images, one unreadable; at most 2 batches in flight
+    assert len(read_rows(out)) == 25
+    first = read_rows(out)[0]
+    (out / first["files"]["abn"]).unlink()  # --resume redoes row 0, shown on the sheet
+    titles.clear()
+    build_gallery(tiny_abn, items, out, options(workers=1, batch_size=4, streams=1, resume=True))
+    assert titles[-1] == (12, 24) and (out / first["files"]["abn"]).exists()
+    assert read_rows(out)[0]["time"] > first["time"]
+
+
 def test_vector_maps_become_bar_charts(folder, tmp_path):
     """SE excitations are vectors, not maps: their column shows bar charts."""
     model = create_model(str(tiny_checkpoint(tmp_path / "se", arch="se_resnet")))
@@ -283,18 +308,26 @@ def test_streams_run_jobs_on_separate_replicas_in_order(tiny_abn_dir):
 
 
 @pytest.mark.parametrize("n, size, parts", [(2000, 64, 2), (150, 64, 2), (24, 8, 3),
-                                            (5, 64, 4), (64, 64, 1), (1, 8, 2)])
+                                            (5, 64, 4), (64, 64, 1), (1, 8, 2), (0, 8, 2)])
 def test_even_batches_cover_the_input_in_order_and_end_together(n, size, parts):
-    """At most `size` a batch, sizes within one of each other, as many batches as a
-    multiple of the streams (where there are images enough)."""
+    """At most `size` a batch, in input order; the batches before the last ones within one
+    of each other and as many as a multiple of the streams; with several streams the last
+    half round in quarter-size batches."""
     from explain.gallery.dataset import EvenBatches
-    batches = list(EvenBatches(n, size, parts))
-    assert len(batches) == len(EvenBatches(n, size, parts))
+    plan = EvenBatches(n, size, parts)
+    batches = list(plan)
+    assert len(batches) == len(plan)
     assert [i for b in batches for i in b] == list(range(n))
     sizes = [len(b) for b in batches]
-    assert max(sizes) <= size and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    assert len(batches) % parts == 0 or len(batches) == n
-    assert len(batches) < -(-n // size) + parts  # no more batches than the streams need
+    assert all(1 <= s <= size for s in sizes)
+    small = max(1, size // 4)
+    head = sizes[:len(sizes) - -(-plan.tail // small)]
+    if head:
+        assert max(head) - min(head) <= 1 and len(head) % parts == 0
+    if parts > 1 and n >= 2 * parts * small:
+        assert sizes[-2 * parts:] == [small] * (2 * parts)
+    if parts == 1:
+        assert plan.tail == 0 and len(batches) == -(-n // size)
 
 
 def test_tiles_are_written_in_place_when_new_and_replaced_whole_when_not(tmp_path, monkeypatch):
