@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from fnmatch import fnmatchcase
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -52,10 +52,18 @@ def no_attention_reason(model: Model) -> str:
 class AttentionCapture:
     """Hooks on `layers` of `net` (registered through `hooks`) that keep each layer's
     softmax weights of the last forward pass: `weights[layer]` (B, heads, Tq, Tk), and with
-    `grad` the tensors in the autograd graph that `gradients` differentiates."""
+    `grad` the tensors in the autograd graph that `gradients` differentiates.
 
-    def __init__(self, net: nn.Module, layers: list[str], hooks: Hooks, grad: bool = False):
-        self.grad = grad
+    With `fuse` ((B, heads, Tq, Tk) -> (B, Tq, Tk), e.g. the head mean), only the fused
+    weights are kept, as (B, 1, Tq, Tk), fused in the hook while the layer's weights are
+    fresh in cache; the per-head weights are then freed as in a plain forward pass, and a
+    method that needs no more (rollout) reads a heads-th of the memory afterwards."""
+
+    def __init__(self, net: nn.Module, layers: list[str], hooks: Hooks, grad: bool = False,
+                 fuse: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if grad and fuse is not None:
+            raise ValueError("fused weights have no gradient to take")
+        self.grad, self.fuse = grad, fuse
         self._graph: dict[str, torch.Tensor] = {}   # layer -> tensor in the graph
         self._shape: dict[str, tuple[int, ...]] = {}
         self._asked: dict[str, tuple[bool, bool]] = {}
@@ -117,6 +125,9 @@ class AttentionCapture:
         return out, (w.mean(1) if average else w) if need else None
 
     def _keep(self, name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if self.fuse is not None:
+            tensor = self.fuse(tensor.detach().reshape(shape).float())[:, None]
+            shape = tensor.shape
         self._graph[name] = tensor
         self._shape[name] = tuple(shape)
 

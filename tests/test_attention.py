@@ -131,6 +131,32 @@ def test_gradient_rollout_of_the_hand_computed_case():
         assert torch.allclose(one[0, 0], r[0, q], atol=1e-6)
 
 
+@pytest.mark.parametrize("fusion, discard", [("mean", 0.0), ("max", 0.0), ("min", 0.3)])
+def test_rollout_fused_in_the_hooks_equals_rollout_of_the_per_head_weights(x16, fusion, discard):
+    """The capture keeps only the fused heads (B, 1, T, T) for rollout; the map is the
+    rollout of the full per-head weights, on the project's ViT and on torchvision's
+    nn.MultiheadAttention path."""
+    model = tiny("vit")
+    kept = []
+    hooks = [b.attn.softmax.register_forward_hook(lambda m, i, o: kept.append(o))
+             for b in model.net.blocks]
+    with torch.no_grad():
+        model.net(x16)
+    for h in hooks:
+        h.remove()
+    ex = Explainer(model, "rollout", head_fusion=fusion, discard_ratio=discard)
+    e = ex(x16)
+    assert set(w.shape for w in ex.method._weights.values()) == {(2, 1, 17, 17)}
+    want = rollout(kept, fusion, discard)[:, 0, 1:].reshape(2, 1, 4, 4)
+    assert torch.allclose(e.raw, want, atol=1e-6)
+    net, x = tv_vit(), torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    full = Explainer(net, "attention")
+    full(x)
+    want = rollout(list(full.method._weights.values()), fusion, discard)[:, 0, 1:]
+    assert torch.allclose(Explainer(net, "rollout", head_fusion=fusion, discard_ratio=discard)(x).raw,
+                          want.reshape(2, 1, 4, 4), atol=1e-6)
+
+
 @pytest.mark.parametrize("tokens, size, grid", [
     (197, (224, 224), (1, 14, 14)),      # ViT-B/16: CLS + 14 x 14
     (196, (224, 224), (0, 14, 14)),      # no CLS

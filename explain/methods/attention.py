@@ -16,6 +16,7 @@ with its token count).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
@@ -55,13 +56,14 @@ def _start(eye: torch.Tensor, batch: int, rows: torch.Tensor | None) -> torch.Te
 
 def rollout(attentions: list[torch.Tensor], fusion: str = "mean", discard: float = 0.0,
             rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Abnar & Zuidema 2020: per layer, fuse the heads of A (B, heads, T, T), drop the
+    """Abnar & Zuidema 2020: per layer, fuse the heads of A (B, heads, T, T) (already
+    fused where heads is 1: AttentionCapture's `fuse`), drop the
     lowest `discard` of its weights, add the residual (0.5 A + 0.5 I) and renormalise the
     rows; R = A_L ... A_1 (B, T, T), or with `rows` (B,) only those rows of R (B, 1, T)."""
     eye = torch.eye(attentions[0].shape[-1], device=attentions[0].device)
     r = _start(eye, attentions[0].shape[0], rows)
     for a in reversed(attentions):
-        f = discard_lowest(FUSIONS[fusion](a), discard)
+        f = discard_lowest(a[:, 0] if a.shape[1] == 1 else FUSIONS[fusion](a), discard)
         # r @ D^-1 (0.5 F + 0.5 I), D the row sums, without building that matrix:
         # D^-1 scales r's columns
         rn = r / (0.5 * f.sum(-1) + 0.5)[:, None, :]
@@ -131,8 +133,12 @@ class AttentionMethod(Method):
         if self._hooked is None:  # once per session: every attention layer
             assert self._hooks is not None
             self._capture = AttentionCapture(self.net, self.layers(), self._hooks,
-                                             grad=self.uses_gradients)
+                                             grad=self.uses_gradients, fuse=self.fuse())
         self._hooked = layer
+
+    def fuse(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """How the capture fuses each layer's heads, where the method needs no more."""
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self._capture is not None
@@ -230,15 +236,20 @@ class Rollout(AttentionMethod):
     name = "rollout"
     aliases = ("attention_rollout",)
 
-    def compute(self, x, acts, logits, targets):
+    def fuse(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Only the fused heads are needed: fused as each layer runs, the per-head weights
+        are never all held at once, and the rollout reads a heads-th of them."""
         fusion = self.options.get("head_fusion", "mean")
-        discard = float(self.options.get("discard_ratio", 0.0))
         if fusion not in FUSIONS:
             raise ExplainError(f"{fusion!r}: choose mean, max or min", param="head_fusion")
+        return FUSIONS[fusion]
+
+    def compute(self, x, acts, logits, targets):
+        discard = float(self.options.get("discard_ratio", 0.0))
         if not 0.0 <= discard < 1.0:
             raise ExplainError(f"{discard:g}: must be in [0, 1)", param="discard_ratio")
         names, idx = self.rolled_layers(x)
-        r = rollout([self._weights[n] for n in names], fusion, discard, rows=idx)
+        r = rollout([self._weights[n] for n in names], discard=discard, rows=idx)
         return self.on_grid(r[:, 0], x)
 
 
