@@ -27,7 +27,7 @@ from explain.paths import display
 from explain.pipeline import explain_batch
 from explain.registry import Model
 
-from .contact import COUNT, first_rows, write_contact_sheet
+from .contact import write_contact_sheet
 from .dataset import Decoded, loader
 from .inputs import Item, class_index
 from .manifest import Journal, finished_ids, read_rows, write_manifest
@@ -110,18 +110,13 @@ class Publisher:
     """Rebuilds the gallery from all shards' journals (rank 0 only). While the run goes, the
     page alone: as soon as the first rows are in, then while new rows come at most every
     `every_s` seconds, and rarer when the gallery is large, so that this takes at most
-    `budget` of the time. At the end (or on an interrupt), the manifest and contact sheet too.
-
-    The contact sheet (a third of the end's work) is drawn `ahead` while the streams finish
-    their last batches, with a core to spare, as it will be if those succeed; the end redraws
-    it only if what it shows has changed since."""
+    `budget` of the time. At the end (or on an interrupt), the manifest and contact sheet too."""
 
     def __init__(self, out: Path, settings: dict, every_s: float, enabled: bool,
                  budget: float = 0.01):
         self.out, self.settings, self.every_s, self.enabled = out, settings, every_s, enabled
         self.budget, self.cost = budget, 0.0
         self.last, self.seen = float("-inf"), 0
-        self.sheet: tuple | None = None  # what the sheet on disk shows
 
     def maybe(self, journaled: int) -> None:
         wait = max(self.every_s, self.cost / self.budget)
@@ -137,26 +132,10 @@ class Publisher:
         write_page(self.out, self.settings, rows)
         if final:
             write_manifest(self.out, self.settings, rows)
-            self._sheet(*first_rows(rows))
+            write_contact_sheet(self.out, self.settings, rows)
         self.last = time.monotonic()
         self.cost = self.last - start
         return rows
-
-    def ahead(self, in_flight: int) -> None:
-        """The contact sheet, before the `in_flight` images still being explained are in.
-        Only a head start: where it cannot be drawn yet (a row `--resume` is redoing has
-        lost its files), the end draws it, and reports what is wrong."""
-        if self.enabled:
-            with contextlib.suppress(Exception):
-                shown, readable = first_rows(read_rows(self.out))
-                if len(shown) == COUNT:  # full: the rows to come follow these
-                    self._sheet(shown, readable + in_flight)
-
-    def _sheet(self, shown: list[dict], readable: int) -> None:
-        key = (tuple((r["id"], r.get("time")) for r in shown), readable)
-        if key != self.sheet:
-            write_contact_sheet(self.out, self.settings, shown, readable)
-            self.sheet = key
 
 
 @contextlib.contextmanager
@@ -185,7 +164,7 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
     desc = "gallery" if group.world == 1 else f"gallery rank {group.rank}/{group.world}"
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not opts.progress, leave=False,
                dynamic_ncols=True, position=group.rank)
-    written = sent = 0  # rows journaled; rows to come (failed ones, images sent to the streams)
+    written = 0
 
     def record(rows: list[dict]) -> None:
         nonlocal written
@@ -208,12 +187,10 @@ def _stream(model: Model, todo: list[Item], out: Path, opts: Options, group: Gro
                 failed = [error_row(item, msg, model.classes) for item, msg in batch.failed]
                 for row in failed:
                     log.error(row["error"])
-                sent += len(failed) + len(batch.items)
                 record(failed)
                 if batch.items:
                     record(streams.submit(job(batch, turn)))
                 publisher.maybe(written)
-            publisher.ahead(in_flight=sent - written)  # while the streams finish
         finally:
             try:
                 record(streams.close())

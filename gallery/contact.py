@@ -20,7 +20,6 @@ from .writer import INPUT
 SHEET = "contact-sheet.png"
 MARKS = {True: " ✓", False: " ✗", None: ""}
 CELL_IN, LABEL_IN, TITLE_IN = 1.3, 1.7, 0.6  # inches: a tile, the row labels, the titles
-COUNT = 12  # rows a sheet shows
 
 
 def _mosaic(out: Path, rows: list[dict], keys: list[str]) -> tuple[np.ndarray, int, int]:
@@ -37,20 +36,16 @@ def _mosaic(out: Path, rows: list[dict], keys: list[str]) -> tuple[np.ndarray, i
     return grid, side, gap
 
 
-def first_rows(rows: list[dict], count: int = COUNT) -> tuple[list[dict], int]:
-    """The rows a sheet shows (the first `count` readable ones) and how many are readable."""
-    readable = [r for r in rows if not r.get("error")]
-    return readable[:count], len(readable)
-
-
-def write_contact_sheet(out: Path, settings: dict, rows: list[dict], readable: int
+def write_contact_sheet(out: Path, settings: dict, rows: list[dict], count: int = 12
                         ) -> Path | None:
-    """A grid of `rows` (first_rows): the input, then one overlay per method; its title
-    says how many of the gallery's `readable` rows it shows."""
+    """A grid of the first `count` readable rows: the input, then one overlay per method;
+    its title says how many of how many rows it shows."""
+    readable = [r for r in rows if not r.get("error")]
+    rows = readable[:count]
     if not rows:
         return None
-    shown = (f"first {len(rows)} of {readable} rows; index.html has them all"
-             if readable > len(rows) else f"all {len(rows)} rows")
+    shown = (f"first {len(rows)} of {len(readable)} rows; index.html has them all"
+             if len(readable) > len(rows) else f"all {len(rows)} rows")
     keys = [INPUT] + settings["methods"]
     grid, side, gap = _mosaic(out, rows, keys)
     width, height = LABEL_IN + CELL_IN * len(keys), TITLE_IN + CELL_IN * len(rows)

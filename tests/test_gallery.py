@@ -108,31 +108,6 @@ def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tm
     assert "attention" in data["captions"]["abn"]
 
 
-def test_contact_sheet_is_drawn_once_ahead_and_again_only_if_it_changed(tiny_abn, folder,
-                                                                         tmp_path, monkeypatch):
-    """Drawn while the streams finish the last batches, with the count it will have; the
-    end draws it again only when what it shows changed (a row --resume redid, say)."""
-    import explain.gallery.build as build_mod
-    titles = []
-    real = build_mod.write_contact_sheet
-
-    def spy(out, settings, rows, readable):
-        titles.append((len(rows), readable))
-        return real(out, settings, rows, readable)
-    monkeypatch.setattr(build_mod, "write_contact_sheet", spy)
-    out = tmp_path / "g"
-    items = collect(str(folder))
-    build_gallery(tiny_abn, items, out, options(workers=1, batch_size=4, streams=1))
-    assert titles == [(12, 24)]  # 25 images, one unreadable; at most 2 batches in flight
-    assert len(read_rows(out)) == 25
-    first = read_rows(out)[0]
-    (out / first["files"]["abn"]).unlink()  # --resume redoes row 0, shown on the sheet
-    titles.clear()
-    build_gallery(tiny_abn, items, out, options(workers=1, batch_size=4, streams=1, resume=True))
-    assert titles[-1] == (12, 24) and (out / first["files"]["abn"]).exists()
-    assert read_rows(out)[0]["time"] > first["time"]
-
-
 def test_vector_maps_become_bar_charts(folder, tmp_path):
     """SE excitations are vectors, not maps: their column shows bar charts."""
     model = create_model(str(tiny_checkpoint(tmp_path / "se", arch="se_resnet")))
