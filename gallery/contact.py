@@ -1,39 +1,39 @@
-"""A contact sheet: the first rows of a gallery as one PNG (matplotlib), for a quick look
-without a browser, e.g. in a report or a chat.
+"""A contact sheet: the first rows of a gallery as one PNG, for a quick look without a
+browser, e.g. in a report or a chat.
 
-The tiles are laid out as one mosaic in a single axes: a grid of subplots would cost a
-second or more of layout for a few dozen tiles.
+Drawn with PIL in matplotlib's bundled DejaVu Sans (it has the ✓ and ✗ marks PIL's own
+font lacks): the sheet is made at the end of every run, on one core while the other waits,
+and a matplotlib figure of the same sheet took 130 ms of the end's 220 ms; this, 40 ms.
 """
 from __future__ import annotations
 
-import io
+from functools import lru_cache
 from pathlib import Path
 
+import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from explain.atomic import atomic_write_bytes
+from explain.render import png_bytes
 
 from .writer import INPUT
 
 SHEET = "contact-sheet.png"
 MARKS = {True: " ✓", False: " ✗", None: ""}
-CELL_IN, LABEL_IN, TITLE_IN = 1.3, 1.7, 0.6  # inches: a tile, the row labels, the titles
+CELL, GAP, LABEL_W, FONT = 128, 6, 190, 13  # px: a tile, between tiles, the row labels, text
 
 
-def _mosaic(out: Path, rows: list[dict], keys: list[str]) -> tuple[np.ndarray, int, int]:
-    """Thumbnails (rows x keys) on a white grid; returns it, the tile side and the gap."""
-    tiles = [[np.asarray(Image.open(out / r["thumbs"][k]).convert("RGB")) for k in keys]
-             for r in rows]
-    side = tiles[0][0].shape[0]
-    gap = max(1, side // 14)
-    step = side + gap
-    grid = np.full((len(rows) * step - gap, len(keys) * step - gap, 3), 255, np.uint8)
-    for i, line in enumerate(tiles):
-        for j, tile in enumerate(line):
-            grid[i * step:i * step + side, j * step:j * step + side] = tile
-    return grid, side, gap
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"),
+                              size)
+
+
+def _tile(path: Path) -> Image.Image:
+    """A thumbnail at CELL px: small tiles scaled up with their pixels kept sharp."""
+    im = Image.open(path).convert("RGB")
+    return im.resize((CELL, CELL), Image.NEAREST if im.width < CELL else Image.BILINEAR)
 
 
 def write_contact_sheet(out: Path, settings: dict, rows: list[dict], count: int = 12
@@ -47,22 +47,19 @@ def write_contact_sheet(out: Path, settings: dict, rows: list[dict], count: int 
     shown = (f"first {len(rows)} of {len(readable)} rows; index.html has them all"
              if len(readable) > len(rows) else f"all {len(rows)} rows")
     keys = [INPUT] + settings["methods"]
-    grid, side, gap = _mosaic(out, rows, keys)
-    width, height = LABEL_IN + CELL_IN * len(keys), TITLE_IN + CELL_IN * len(rows)
-    fig = Figure(figsize=(width, height), dpi=100)
-    fig.suptitle(f"{settings['title']} ({shown})", fontsize=10, y=1 - 0.12 / height, va="top")
-    ax = fig.add_axes((LABEL_IN / width, 0.05 / height, CELL_IN * len(keys) / width,
-                       CELL_IN * len(rows) / height))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_axis_off()
-    step = side + gap
+    step, top = CELL + GAP, 2 * FONT + 3 * GAP
+    sheet = Image.new("RGB", (LABEL_W + len(keys) * step, top + len(rows) * step), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((GAP, GAP), f"{settings['title']} ({shown})", fill="black", font=_font(FONT + 1))
     for j, key in enumerate(keys):
-        ax.text(j * step + side / 2, -gap, key, ha="center", va="bottom", fontsize=9)
+        draw.text((LABEL_W + j * step + CELL // 2, top - GAP), key, fill="black",
+                  font=_font(FONT), anchor="md")
     for i, row in enumerate(rows):
-        ax.text(-2 * gap, i * step + side / 2,
-                f"{row['name'][-24:]}\n{row['label']} {row['prob']:.0%}{MARKS[row.get('correct')]}",
-                ha="right", va="center", fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # fast: at the end of every run
-    atomic_write_bytes(out / SHEET, buf.getvalue())
+        y = top + i * step
+        label = f"{row['name'][-24:]}\n{row['label']} {row['prob']:.0%}{MARKS[row.get('correct')]}"
+        draw.multiline_text((LABEL_W - 2 * GAP, y + CELL // 2), label, fill="black",
+                            font=_font(FONT - 2), anchor="rm", align="right")
+        for j, key in enumerate(keys):
+            sheet.paste(_tile(out / row["thumbs"][key]), (LABEL_W + j * step, y))
+    atomic_write_bytes(out / SHEET, png_bytes(np.asarray(sheet)))
     return out / SHEET

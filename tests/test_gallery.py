@@ -99,7 +99,13 @@ def test_build_writes_rows_files_manifest_and_contact_sheet(tiny_abn, folder, tm
         table = list(csv.DictReader(f))
     assert [t["id"] for t in table] == [r["id"] for r in rows]
     assert table[0]["abn"] == rows[0]["files"]["abn"]
-    assert (out / "contact-sheet.png").stat().st_size > 0
+    from explain.gallery.contact import CELL, FONT, GAP, LABEL_W
+    sheet = np.asarray(Image.open(out / "contact-sheet.png"))
+    top, step = 2 * FONT + 3 * GAP, CELL + GAP
+    assert sheet.shape == (top + 12 * step, LABEL_W + 3 * step, 3)  # first 12 of 24 readable
+    first = [r for r in rows if not r["error"]][0]
+    tile = np.asarray(Image.open(out / first["thumbs"]["gradcam"]).convert("RGB"))
+    assert (sheet[top, LABEL_W + 2 * step] == tile[0, 0]).all()  # row 1, column gradcam
     page = (out / "index.html").read_text()
     assert rows[3]["files"]["gradcam"] in page and "</script>" in page
     data = json.loads(re.search(r'id="gallery-data"[^>]*>(.*?)</script>', page, re.S).group(1))
