@@ -85,6 +85,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write_files(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None:
     """Write many small files, each all-or-nothing (temp file + `os.replace`), without fsync.
 
@@ -105,9 +111,7 @@ def atomic_write_files(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # less the umask
         try:
             with naming(path):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
                 os.close(fd)
                 fd = -1
                 os.replace(tmp, path)
@@ -142,18 +146,12 @@ def write_journaled_files(files: Iterable[tuple[str, bytes]]) -> None:
             existing.append((path, data))
             continue
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError as e:  # a full disk: name the file, leave no part of it
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise OSError(e.errno, e.strerror or str(e), path) from e
+            with naming(path):  # a full disk: name the file
+                _write_all(fd, data)
         except BaseException:
-            os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(path)  # leave no part of it
             raise
-        os.close(fd)
+        finally:
+            os.close(fd)
     atomic_write_files(existing)

@@ -2,6 +2,7 @@
 saw, or an error record. A bad file never stops the loader; it travels as a row to write."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -74,7 +75,7 @@ class EvenBatches(Sampler[list[int]]):
         small = max(1, size // 4)
         self.tail = min(n, parts * small * 2) if parts > 1 else 0
         head = n - self.tail
-        count = min(head, -(-(-(-head // size)) // parts) * parts)  # ceil(ceil(head/size)/parts)*parts
+        count = min(head, math.ceil(math.ceil(head / size) / parts) * parts)
         self.bounds = [k * head // count for k in range(count)] + list(range(head, n, small)) + [n]
 
     def __len__(self) -> int:
